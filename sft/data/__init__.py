@@ -1,0 +1,1 @@
+"""Instruction data: loading, validation, splits, prompt rendering and tokenization."""
