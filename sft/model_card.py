@@ -1,0 +1,239 @@
+"""The README.md model card for a trained model or adapter: what it is, how it was made, how to load it."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sft.data.template import TEMPLATE_FILE, PromptTemplate
+from sft.models import ADAPTER_CONFIG, OFFLINE_DEFAULT, TINY_MODELS, adapter_base
+
+RECIPE_FILE = "sft_config.yaml"
+METRICS_FILE = "metrics.json"
+EVAL_METRICS_FILE = "eval/metrics.json"
+LOSS_PLOT = "loss.png"
+# The offline default is the GGUF release of this model, dequantized; on the Hub it is this repository.
+OFFLINE_DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# Recipe keys worth a line in the card, in this order; the whole recipe is uploaded beside it.
+RECIPE_SUMMARY = (
+    "method",
+    "dataset_format",
+    "max_train_records",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "padding_free",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "num_virtual_tokens",
+    "seed",
+)
+EVAL_MARKERS = ("rouge", "bleu", "exact_match")
+METHOD_NAMES = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA", "prompt_tuning": "prompt tuning"}
+EXAMPLE_INSTRUCTION = "Rewrite the sentence in passive voice."
+EXAMPLE_INPUT = "The chef cooks the meal."
+
+
+def hub_base_id(base: str | None) -> str | None:
+    """The Hub id of a base model named by path or id, or None where it has none (local or test models)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not base:
+        return None
+    name = Path(base).name.lower()
+    if name == OFFLINE_DEFAULT:
+        return OFFLINE_DEFAULT_HUB_ID
+    if name in TINY_MODELS or base.startswith((".", "/", "~")) or Path(base).expanduser().exists():
+        return None
+    try:
+        validate_repo_id(base)
+    except HFValidationError:
+        return None
+    return base
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_recipe(model_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    path = model_dir / RECIPE_FILE
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return recipe if isinstance(recipe, dict) else {}
+
+
+def flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict, keyed by their dotted path."""
+    numbers: dict[str, float] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            numbers.update(flat_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[name] = value
+    return numbers
+
+
+def split_metrics(model_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """(training figures, evaluation figures) from metrics.json and eval/metrics.json."""
+    training, evaluation = {}, flat_numbers(read_json(model_dir / EVAL_METRICS_FILE))
+    for key, value in flat_numbers(read_json(model_dir / METRICS_FILE)).items():
+        if any(marker in key.lower() for marker in EVAL_MARKERS):
+            evaluation.setdefault(key, value)
+        else:
+            training[key] = value
+    return training, evaluation
+
+
+def number(value: float) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def table(header: tuple[str, str], rows: dict[str, Any]) -> list[str]:
+    lines = [f"| {header[0]} | {header[1]} |", "| --- | --- |"]
+    return lines + [f"| {key} | {value} |" for key, value in rows.items()]
+
+
+def python_string(text: str) -> str:
+    """A Python literal for `text`, triple-quoted where that reads better and stays exact."""
+    if "\n" in text and '"""' not in text and "\\" not in text and not text.endswith('"'):
+        return f'"""{text}"""'
+    return repr(text)
+
+
+def render_model_card(model_dir: str | Path, repo_id: str) -> str:
+    """Markdown with YAML metadata for the model or adapter in `model_dir`, to be published as `repo_id`."""
+    from huggingface_hub import ModelCardData
+
+    model_dir = Path(model_dir)
+    is_adapter = (model_dir / ADAPTER_CONFIG).is_file()
+    recipe = read_recipe(model_dir)
+    base = adapter_base(model_dir) if is_adapter else recipe.get("model_name_or_path")
+    base_id = hub_base_id(base)
+    method = str(recipe.get("method") or ("lora" if is_adapter else "full"))
+    dataset = recipe.get("dataset_name")
+    training, evaluation = split_metrics(model_dir)
+
+    metadata = ModelCardData(
+        base_model=base_id,
+        library_name="peft" if is_adapter else "transformers",
+        pipeline_tag="text-generation",
+        tags=["sft", "instruction-tuning", "alpaca", *(["lora"] if "lora" in method else [])],
+    )
+    name = repo_id.split("/")[-1]
+    what = f"A {METHOD_NAMES.get(method, method)} adapter" if is_adapter else "A causal language model"
+    if not is_adapter and method in ("lora", "qlora"):
+        what += f" (a {METHOD_NAMES[method]} adapter merged into its base)"
+    base_text = f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"`{base or 'unknown'}`"
+    lines = [
+        "---",
+        metadata.to_yaml(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        f"{what} fine-tuned from {base_text} to follow Alpaca-style instructions, "
+        "trained with supervised fine-tuning (loss on the response tokens only) using `sft`.",
+        "",
+    ]
+    if base and Path(base).name.lower() == OFFLINE_DEFAULT:
+        lines += [
+            f"The base weights were those of the Q4_1 GGUF release of {OFFLINE_DEFAULT_HUB_ID}, dequantized to "
+            f"full precision (`sft`'s offline default `{OFFLINE_DEFAULT}`); they differ slightly from the "
+            "original weights.",
+            "",
+        ]
+    lines += ["## Training", ""]
+    summary = {"base model": base_id or base or "unknown", "data": dataset or "unknown"}
+    summary.update({key: recipe[key] for key in RECIPE_SUMMARY if recipe.get(key) is not None})
+    lines += table(("setting", "value"), {key: f"`{value}`" for key, value in summary.items()})
+    if (model_dir / RECIPE_FILE).is_file():
+        lines += ["", f"The complete recipe is in [`{RECIPE_FILE}`]({RECIPE_FILE})."]
+    if training or evaluation or (model_dir / LOSS_PLOT).is_file():
+        lines += ["", "## Results", ""]
+    if training:
+        lines += table(("training figure", "value"), {key: number(value) for key, value in training.items()})
+        lines += [""]
+    if evaluation:
+        lines += ["Scores of generated responses against the reference outputs of held-out records:", ""]
+        lines += table(("evaluation metric", "score"), {key: number(value) for key, value in evaluation.items()})
+        lines += [""]
+    if (model_dir / LOSS_PLOT).is_file():
+        lines += [f"![Training and validation loss]({LOSS_PLOT})", ""]
+    lines += usage(model_dir, repo_id, is_adapter)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def usage(model_dir: Path, repo_id: str, is_adapter: bool) -> list[str]:
+    template = PromptTemplate.for_model(model_dir)
+    saved_template = (model_dir / TEMPLATE_FILE).is_file()
+    prompt = template.render(EXAMPLE_INSTRUCTION, EXAMPLE_INPUT)
+    if is_adapter:
+        loader = [
+            "from peft import AutoPeftModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            "",
+            f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")',
+        ]
+    else:
+        loader = [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+        ]
+    code = [
+        *loader,
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+        "",
+        f"prompt = {python_string(prompt)}",
+        'inputs = tokenizer(prompt, return_tensors="pt")',
+        "output = model.generate(**inputs, max_new_tokens=128, do_sample=False)",
+        'print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
+    ]
+    local = repo_id.split("/")[-1]
+    lines = [
+        "## Prompt format",
+        "",
+        "Prompts follow the Alpaca layout the model was trained on (the `### Input:` section only when "
+        f"there is an input); the model writes the response after `{template.response_header}`."
+        + (f" The exact template is in [`{TEMPLATE_FILE}`]({TEMPLATE_FILE})." if saved_template else ""),
+        "",
+        "```text",
+        prompt,
+        "```",
+        "",
+        "## Usage",
+        "",
+        "With transformers" + (" and peft:" if is_adapter else ":"),
+        "",
+        "```python",
+        *code,
+        "```",
+        "",
+    ]
+    if is_adapter:
+        lines += [
+            "`model.merge_and_unload()` folds the adapter into the base weights for faster inference; "
+            f"`sft merge {local} --output {local}-merged` does the same on disk.",
+            "",
+        ]
+    lines += [
+        "With `sft`, which renders prompts the same way:",
+        "",
+        "```bash",
+        f"sft download {repo_id} --output {local}",
+        f"sft chat --model_name_or_path {local}",
+        "```",
+    ]
+    return lines

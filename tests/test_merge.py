@@ -1,0 +1,107 @@
+"""`sft merge`: a LoRA adapter folded into its base gives the same logits as base plus adapter."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sft.cli import main as cli
+from sft.data.template import TEMPLATE_FILE, PromptTemplate
+
+PROMPT = "### Instruction:\nWhat is the capital of France?\n\n### Response:\n"
+
+
+def logits(model, tokenizer):
+    import torch
+
+    with torch.no_grad():
+        return model(**tokenizer(PROMPT, return_tensors="pt")).logits
+
+
+def make_adapter(directory: Path, base: str) -> Path:
+    """A LoRA adapter on a tiny model with random lora_B, so that merging changes the weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from sft.models import load_model, load_tokenizer
+
+    model = get_peft_model(
+        load_model(base, dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(0.0, 0.5)
+    model.save_pretrained(directory)
+    load_tokenizer(base).save_pretrained(directory)
+    PromptTemplate(preamble="A custom preamble.").save(directory)
+    (directory / "metrics.json").write_text(json.dumps({"train_loss": 1.5}), encoding="utf-8")
+    return directory
+
+
+@pytest.mark.parametrize("base", ["sft-tiny-llama", "sft-tiny-gpt2"])
+def test_merged_model_matches_base_plus_adapter(tmp_path: Path, base: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sft.merge import merge_adapter
+    from sft.models import load_model, load_tokenizer
+
+    adapter = make_adapter(tmp_path / "adapter", base)
+    tokenizer = load_tokenizer(str(adapter))
+    expected = logits(load_model(str(adapter), dtype=torch.float32).eval(), tokenizer)
+    plain = logits(load_model(base, dtype=torch.float32).eval(), tokenizer)
+    assert not torch.allclose(expected, plain, atol=1e-3), "the adapter must change the outputs"
+
+    output = merge_adapter(adapter, tmp_path / "merged")
+
+    merged = AutoModelForCausalLM.from_pretrained(output, dtype=torch.float32).eval()
+    assert torch.allclose(logits(merged, load_tokenizer(str(output))), expected, atol=1e-5)
+    names = {path.name for path in output.iterdir()}
+    assert "model.safetensors" in names and "config.json" in names and "tokenizer_config.json" in names
+    assert not {"adapter_config.json", "adapter_model.safetensors"} & names
+    assert not [name for name in names if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert PromptTemplate.for_model(output).preamble == "A custom preamble."
+    assert json.loads((output / "metrics.json").read_text()) == {"train_loss": 1.5}
+
+
+def test_cli_merge_writes_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    adapter = make_adapter(tmp_path / "adapter", "sft-tiny-llama")
+    assert cli(["merge", str(adapter), "--output", str(tmp_path / "out")]) == 0
+    assert str(tmp_path / "out") in capsys.readouterr().out
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / TEMPLATE_FILE).is_file()
+
+
+def test_merge_refuses_a_directory_without_adapter(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["merge", str(tiny_model_dir), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "not an adapter directory" in error and "adapter_config.json" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_refuses_prompt_tuning_adapters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from peft import PromptTuningConfig, get_peft_model
+
+    from sft.models import load_model
+
+    model = get_peft_model(
+        load_model("sft-tiny-gpt2", dtype=torch.float32),
+        PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+    )
+    model.save_pretrained(tmp_path / "prompt")
+    capsys.readouterr()
+    assert cli(["merge", str(tmp_path / "prompt"), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "cannot be merged" in error
+
+
+def test_merge_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["merge", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "ADAPTER_DIR" in help_text and "--output" in help_text
