@@ -1,0 +1,316 @@
+"""`sft data`: check, prepare, inspect or synthesise instruction data.
+
+Only the standard library and sft's own light modules are imported at the top, so `--help`
+answers at once; the tokenizer stack is imported by the subcommands that need it.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sft.data.load import load_and_check, load_records, save_records
+from sft.models import OFFLINE_DEFAULT
+
+SPLITS = ("train", "validation", "test")
+
+DESCRIPTION = """\
+Check, prepare, inspect or synthesise instruction data.
+
+A source (FILE) is a JSON array or JSON Lines file, an http(s) URL (downloaded once into the
+cache; pin it with --sha256), a Hub data set id such as owner/name or owner/name:split, or
+sft-synth[:N] for the built-in synthetic set. Records are Alpaca-style objects with
+instruction, input and output fields; Dolly (instruction, context, response) is detected too,
+and --format maps any other field names."""
+
+EXAMPLES = """\
+examples:
+  sft data check data.json
+  sft data prepare data.json --output-dir data/split
+  sft data inspect data.json --model smollm2-135m-instruct --index 0
+  sft data synth --n 1200 --seed 0 --output synth.json"""
+
+FORMAT_HELP = (
+    "record layout: auto (default: detect), alpaca, dolly, or a field mapping "
+    "TARGET=FIELD,... such as instruction=question,output=answer"
+)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sft data", description=DESCRIPTION, epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", title="actions")
+    add_check(actions)
+    add_prepare(actions)
+    add_inspect(actions)
+    add_synth(actions)
+    return parser
+
+
+def subparser(actions: Any, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
+    return actions.add_parser(
+        name, help=summary, description=description, epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="JSON/JSONL file, http(s) URL, Hub data set id or sft-synth[:N]")
+    parser.add_argument("--format", default="auto", metavar="FORMAT", help=FORMAT_HELP)
+    parser.add_argument("--sha256", metavar="HEX", help="expected sha256 of the file or download; stop if it differs")
+
+
+def add_check(actions: Any) -> None:
+    parser = subparser(
+        actions, "check", "validate a data file and list every problem in it",
+        "Validate every record and report all problems at once, one line each, naming the file,\n"
+        "the record (counted from 0) and the field. Exits 0 when the data is valid, 2 otherwise.\n"
+        "With --max-length, records longer than that many tokens (prompt + response + EOS) under\n"
+        "the tokenizer of --model are reported too.",
+        "  sft data check data.json\n"
+        "  sft data check dolly.jsonl --format dolly\n"
+        "  sft data check qa.json --format instruction=question,output=answer\n"
+        "  sft data check data.json --model smollm2-135m-instruct --max-length 512",
+    )
+    add_source_args(parser)
+    parser.add_argument("--model", metavar="M", help=f"tokenizer for length checks (default with --max-length: "
+                        f"{OFFLINE_DEFAULT})")
+    parser.add_argument("--max-length", type=positive_int, metavar="N", help="longest allowed record, in tokens")
+    parser.set_defaults(run=run_check)
+
+
+def add_prepare(actions: Any) -> None:
+    parser = subparser(
+        actions, "prepare", "split a data file into train, validation and test files",
+        "Validate the data, split it and write DIR/train.json, DIR/validation.json and DIR/test.json.\n"
+        "By default records keep their order: the first 85% train, the next 10% test, the rest\n"
+        "validation, which reproduces the seed data's published split. Prints the record count and\n"
+        "token lengths (min, mean, p95, max) of each split under the tokenizer of --model.",
+        "  sft data prepare data.json --output-dir data/split\n"
+        "  sft data prepare data.json --output-dir data/split --shuffle --seed 1\n"
+        "  sft data prepare data.json --output-dir data/split --train-fraction 0.9 --test-fraction 0.05\n"
+        "  sft data prepare data.json --output-dir data/split --model ./my-model --max-length 512",
+    )
+    add_source_args(parser)
+    parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the split files are written")
+    parser.add_argument("--train-fraction", type=float, default=0.85, metavar="F", help="share for training "
+                        "(default 0.85)")
+    parser.add_argument("--test-fraction", type=float, default=0.10, metavar="F", help="share for testing "
+                        "(default 0.10); validation gets the rest")
+    parser.add_argument("--shuffle", action="store_true", help="shuffle before splitting (default: keep order)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="shuffle seed (default 0)")
+    parser.add_argument("--model", default=OFFLINE_DEFAULT, metavar="M",
+                        help=f"tokenizer for the length statistics (default {OFFLINE_DEFAULT})")
+    parser.add_argument("--max-length", type=positive_int, metavar="N",
+                        help="refuse records longer than N tokens (prompt + response + EOS)")
+    parser.set_defaults(run=run_prepare)
+
+
+def add_inspect(actions: Any) -> None:
+    parser = subparser(
+        actions, "inspect", "show one record's tokens and training labels",
+        "Tokenize one record exactly as training does and show each token with its label: prompt\n"
+        "tokens are -100 (ignored by the loss), response tokens and the closing EOS are learned.",
+        "  sft data inspect data.json --model smollm2-135m-instruct --index 0\n"
+        "  sft data inspect data.json --model ./my-model --index 12 --json",
+    )
+    add_source_args(parser)
+    parser.add_argument("--model", default=OFFLINE_DEFAULT, metavar="M",
+                        help=f"model whose tokenizer to use (default {OFFLINE_DEFAULT})")
+    parser.add_argument("--index", type=int, default=0, metavar="N",
+                        help="record number, counted from 0; negative counts from the end (default 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(run=run_inspect)
+
+
+def add_synth(actions: Any) -> None:
+    parser = subparser(
+        actions, "synth", "write the built-in synthetic data set to a file",
+        "Generate distinct instruction records whose answers can be checked exactly (arithmetic,\n"
+        "unit conversion, capitals, plurals, sorting, counting, JSON extraction, ...), each with a\n"
+        "`kind` field. The same --n and --seed always give the same records. A .jsonl output gets\n"
+        "JSON Lines, anything else a JSON array.",
+        "  sft data synth --n 1200 --seed 0 --output synth.json\n"
+        "  sft data synth --n 5000 --seed 7 --output synth.jsonl",
+    )
+    parser.add_argument("--n", type=positive_int, default=1200, metavar="N", help="number of records (default 1200)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="generator seed (default 0)")
+    parser.add_argument("--output", required=True, metavar="FILE", help="file to write")
+    parser.set_defaults(run=run_synth)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def main(argv: list[str]) -> int:
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse has already explained
+        return int(exit_.code or 0)
+    if args.action is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`sft data inspect ... | head`): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+# Actions -------------------------------------------------------------------------------------------
+
+def read(args: argparse.Namespace, tokenizer: Any = None, max_length: int | None = None) -> list[dict[str, str]]:
+    """The validated records of `args.file`; `--format` may be a named layout or a field mapping."""
+    if tokenizer is None:
+        return load_records(args.file, args.format, None, args.sha256)
+    return load_and_check(
+        args.file, args.format, None, args.sha256, tokenizer, max_length, template_for(args.model)
+    )
+
+
+def run_check(args: argparse.Namespace) -> int:
+    model = args.model or (OFFLINE_DEFAULT if args.max_length else None)
+    tokenizer = load_tokenizer(model) if model else None
+    records = read(args, tokenizer, args.max_length)
+    print(f"{args.file}: {len(records)} valid records")
+    if tokenizer is not None:
+        stats = length_stats(token_lengths(records, tokenizer, model))
+        limit = f" (limit {args.max_length})" if args.max_length else ""
+        print(f"tokens per record with {model}: min {stats['min']}, mean {stats['mean']:.1f}, "
+              f"p95 {stats['p95']}, max {stats['max']}{limit}")
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from sft.data.split import split_records
+
+    tokenizer = load_tokenizer(args.model) if args.max_length else None
+    records = read(args, tokenizer, args.max_length)
+    splits = split_records(records, args.train_fraction, args.test_fraction, args.shuffle, args.seed)
+    tokenizer = tokenizer or load_tokenizer(args.model)
+    out = Path(args.output_dir)
+    for name in SPLITS:
+        save_records(out / f"{name}.json", splits[name])
+    print(f"{args.file}: {len(records)} records -> {out}/{{train,validation,test}}.json")
+    print(f"tokens per record (prompt + response + EOS) with {args.model}:")
+    print(f"  {'split':<12}{'records':>8}{'min':>8}{'mean':>9}{'p95':>8}{'max':>8}")
+    for name in SPLITS:
+        print("  " + stats_row(name, token_lengths(splits[name], tokenizer, args.model)))
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from sft.errors import SFTError
+
+    records = read(args)
+    if not -len(records) <= args.index < len(records):
+        raise SFTError(
+            f"--index {args.index} is out of range: {args.file} has {len(records)} records "
+            f"(0 to {len(records) - 1})"
+        )
+    index = args.index % len(records)
+    tokenizer = load_tokenizer(args.model)
+    view = token_view(records[index], tokenizer, template_for(args.model))
+    if args.json:
+        print(json.dumps({"source": args.file, "index": index, "model": args.model, **view}, ensure_ascii=False))
+    else:
+        print_token_table(args.file, index, args.model, view)
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from sft.data.synth import synth_records
+
+    records = synth_records(args.n, args.seed)
+    output = save_records(args.output, records)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(Counter(r["kind"] for r in records).items()))
+    print(f"wrote {len(records)} records (seed {args.seed}) to {output}: {kinds}")
+    return 0
+
+
+# Helpers -------------------------------------------------------------------------------------------
+
+def load_tokenizer(model: str) -> Any:
+    from sft.models import load_tokenizer as load
+
+    return load(model)
+
+
+def template_for(model: str | None) -> Any:
+    """The prompt template saved with a trained model, else the default one."""
+    from sft.data.template import PromptTemplate
+
+    return PromptTemplate.for_model(model if model and Path(model).is_dir() else None)
+
+
+def token_lengths(records: Sequence[dict[str, str]], tokenizer: Any, model: str | None) -> list[int]:
+    from sft.data.tokenize import record_token_lengths
+
+    return record_token_lengths(records, tokenizer, template_for(model))
+
+
+def length_stats(lengths: Sequence[int]) -> dict[str, float]:
+    """min, mean, 95th percentile (nearest rank: a length some record really has) and max."""
+    ordered = sorted(lengths)
+    rank = max(1, math.ceil(0.95 * len(ordered)))
+    return {"min": ordered[0], "mean": sum(ordered) / len(ordered), "p95": ordered[rank - 1], "max": ordered[-1]}
+
+
+def stats_row(name: str, lengths: Sequence[int]) -> str:
+    if not lengths:
+        return f"{name:<12}{0:>8}{'-':>8}{'-':>9}{'-':>8}{'-':>8}"
+    s = length_stats(lengths)
+    return f"{name:<12}{len(lengths):>8}{s['min']:>8}{s['mean']:>9.1f}{s['p95']:>8}{s['max']:>8}"
+
+
+def token_view(record: dict[str, str], tokenizer: Any, template: Any) -> dict[str, Any]:
+    """One record tokenized as in training, with what each position contributes to the loss."""
+    from sft.data.tokenize import IGNORE_INDEX, tokenize_batch
+
+    batch = {key: [record[key]] for key in ("instruction", "input", "output")}
+    row = tokenize_batch(batch, tokenizer, template)
+    input_ids, labels = row["input_ids"][0], row["labels"][0]
+    prompt_length = sum(1 for label in labels if label == IGNORE_INDEX)
+    return {
+        "prompt": template.render(record["instruction"], record["input"]),
+        "completion": record["output"],
+        "input_ids": input_ids,
+        "labels": labels,
+        "tokens": tokenizer.convert_ids_to_tokens(input_ids),
+        "token_texts": [tokenizer.decode([token]) for token in input_ids],
+        "prompt_tokens": prompt_length,
+        "completion_tokens": len(input_ids) - prompt_length,
+        "eos_token": tokenizer.eos_token,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def print_token_table(source: str, index: int, model: str, view: dict[str, Any]) -> None:
+    from sft.data.tokenize import IGNORE_INDEX
+
+    print(f"{source}: record {index}, tokenized with {model}")
+    print(f"{view['prompt_tokens']} prompt tokens (label -100, not learned), "
+          f"{view['completion_tokens']} response tokens including EOS {view['eos_token']!r} (learned)")
+    print(f"{'pos':>5}  {'token id':>8}  {'token':<24}  label")
+    for position, (token, text, label) in enumerate(zip(view["input_ids"], view["token_texts"], view["labels"])):
+        shown = "-100 (ignored)" if label == IGNORE_INDEX else str(label)
+        print(f"{position:>5}  {token:>8}  {text!r:<24}  {shown}")
+
+
+if __name__ == "__main__":
+    from sft.cli import guarded
+
+    sys.exit(guarded(lambda: main(sys.argv[1:])))

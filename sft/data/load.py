@@ -1,0 +1,383 @@
+"""Read instruction records from a file, a URL, a Hub data set or the built-in synthetic set.
+
+Whatever the source and its field names, the result is a list of records with string
+`instruction`, `input` and `output` keys (plus any other fields the source had, unchanged), and
+only after the whole source has been checked: a bad source raises one DataError listing all of
+its problems.
+"""
+
+import hashlib
+import json
+import os
+import re
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sft.data.validate import ALPACA_MAP, FIELDS, collect_problems, to_alpaca
+from sft.errors import DataError, SFTError
+from sft.paths import atomic_write_text, cache_dir
+
+SYNTH_NAME = "sft-synth"
+SYNTH_DEFAULT_SIZE = 1200
+SYNTH_SEED = 0
+FORMATS: dict[str, dict[str, str]] = {
+    "alpaca": ALPACA_MAP,
+    "dolly": {"instruction": "instruction", "input": "context", "output": "response"},
+}
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+FILE_SUFFIXES = JSONL_SUFFIXES | {".json", ".txt", ".gz"}
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?(:[\w.-]+)?")
+DOWNLOAD_TIMEOUT_S = 30
+HUB_CONNECT_TIMEOUT_S = 3
+
+
+@dataclass
+class RawSource:
+    """Records as parsed, before validation, with how messages should name their source."""
+
+    records: Any
+    name: str
+    lines: list[int] | None = None  # line each record starts on, for files
+
+
+def load_records(
+    source: str, format: str = "auto", field_map: dict[str, str] | None = None, sha256: str | None = None
+) -> list[dict[str, str]]:
+    """Validated records in Alpaca form from `source`; raises DataError listing every problem.
+
+    `source` is a JSON array or JSON Lines file, an http(s) URL (downloaded once into the cache,
+    checked against `sha256` when given), a Hub data set id (`owner/name`, optionally
+    `owner/name:split`), or `sft-synth[:N]`. `format` is "auto", "alpaca", "dolly" or a mapping
+    such as "instruction=question,output=answer"; `field_map` maps target fields to source fields.
+    """
+    return load_and_check(source, format, field_map, sha256)
+
+
+def load_and_check(
+    source: str,
+    format: str = "auto",
+    field_map: dict[str, str] | None = None,
+    sha256: str | None = None,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    template: Any = None,
+) -> list[dict[str, str]]:
+    """`load_records`, also reporting records longer than `max_length` tokens of `tokenizer`."""
+    raw = read_source(str(source), sha256)
+    mapping = resolve_mapping(format, field_map, raw.records, raw.name)
+    problems = collect_problems(
+        raw.records, raw.name, mapping, tokenizer=tokenizer, max_length=max_length, template=template,
+        lines=raw.lines,
+    )
+    if problems:
+        raise DataError(problems)
+    return [to_alpaca(record, mapping) for record in raw.records]
+
+
+def read_source(source: str, sha256: str | None = None) -> RawSource:
+    """Parse `source` into raw records, without judging them yet."""
+    if source == SYNTH_NAME or source.startswith(SYNTH_NAME + ":"):
+        reject_pin(source, sha256)
+        return RawSource(synth_source(source), source)
+    if source.startswith(("http://", "https://")):
+        return read_file(download(source, sha256), source)
+    path = Path(source).expanduser()
+    if path.is_file():
+        if sha256:
+            verify_sha256(path, normalise_sha256(sha256), source)
+        return read_file(path, source)
+    if path.is_dir():
+        raise SFTError(f"{source} is a directory; pass a .json or .jsonl file of records")
+    if HUB_ID.fullmatch(source) and path.suffix.lower() not in FILE_SUFFIXES:
+        reject_pin(source, sha256)
+        return RawSource(load_hub(source), source)
+    raise SFTError(f"{source}: no such file; check the path (a JSON array or JSON Lines file of records)")
+
+
+def reject_pin(source: str, sha256: str | None) -> None:
+    if sha256:
+        raise SFTError(f"{source}: a sha256 pin applies to files and URLs only; drop --sha256")
+
+
+def synth_source(source: str) -> list[dict[str, str]]:
+    from sft.data.synth import synth_records
+
+    _, _, size = source.partition(":")
+    if not size:
+        return synth_records(SYNTH_DEFAULT_SIZE, SYNTH_SEED)
+    if not size.isdigit() or int(size) < 1:
+        raise SFTError(f"{source}: the size after '{SYNTH_NAME}:' must be a positive whole number")
+    return synth_records(int(size), SYNTH_SEED)
+
+
+# Files ---------------------------------------------------------------------------------------------
+
+def save_records(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
+    """Write records atomically: JSON Lines for .jsonl, else a JSON array indented like the seed data.
+
+    Text is written as UTF-8 characters, not \\u escapes, so files stay readable in any script.
+    """
+    path = Path(path)
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    else:
+        text = json.dumps(records, indent=4, ensure_ascii=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+def read_file(path: Path, name: str) -> RawSource:
+    """A JSON array file or a JSON Lines file (by suffix, or because its objects sit one per line)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # tolerate the byte-order mark some editors write
+    except UnicodeDecodeError as error:
+        raise DataError([
+            f"{name}: byte {error.start} (0x{data[error.start]:02x}) is not valid UTF-8; "
+            "save the file as UTF-8"
+        ]) from None
+    return parse_text(text, name, jsonl=path.suffix.lower() in JSONL_SUFFIXES)
+
+
+def parse_text(text: str, name: str, jsonl: bool = False) -> RawSource:
+    stripped = text.strip()
+    if not stripped:
+        raise DataError([f"{name}: the file is empty; it should hold a JSON array of records or JSON Lines"])
+    if jsonl:
+        return parse_jsonl(text, name)
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return parse_jsonl(text, name)  # several objects: JSON Lines in a .json file
+        if "\n" not in stripped:
+            return RawSource([value], name, [1])  # a one-record JSON Lines file
+        return RawSource(value, name)  # a single object: validation explains what is expected
+    return parse_json(text, name)
+
+
+def parse_json(text: str, name: str) -> RawSource:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError([
+            f"{name}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg}); fix the syntax there"
+        ]) from None
+    return RawSource(value, name, record_lines(text) if isinstance(value, list) else None)
+
+
+def parse_jsonl(text: str, name: str) -> RawSource:
+    """One JSON value per line; blank lines are skipped, and every malformed line is reported."""
+    records, lines, problems = [], [], []
+    # Split on "\n" only: str.splitlines would also split on U+2028 and friends, which JSON allows
+    # unescaped inside strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+            lines.append(number)
+        except json.JSONDecodeError as error:
+            problems.append(
+                f"{name}: line {number}, column {error.colno}: invalid JSON ({error.msg}); "
+                "each line must hold one complete JSON object"
+            )
+    if problems:
+        raise DataError(problems)
+    return RawSource(records, name, lines)
+
+
+WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def record_lines(text: str) -> list[int]:
+    """The line on which each element of a (valid) JSON array starts, so messages can point at it."""
+    decoder = json.JSONDecoder()
+    index = WHITESPACE.match(text).end() + 1  # just past "["
+    index = WHITESPACE.match(text, index).end()
+    lines: list[int] = []
+    line, counted = 1, 0
+    while index < len(text) and text[index] != "]":
+        line += text.count("\n", counted, index)
+        counted = index
+        lines.append(line)
+        _, index = decoder.raw_decode(text, index)
+        index = WHITESPACE.match(text, index).end()
+        if index < len(text) and text[index] == ",":
+            index = WHITESPACE.match(text, index + 1).end()
+    return lines
+
+
+# Formats -------------------------------------------------------------------------------------------
+
+def resolve_mapping(format: str, field_map: dict[str, str] | None, raw: Any, name: str) -> dict[str, str]:
+    """Target field -> source field, from the format name, an explicit mapping, or the data itself."""
+    spec = (format or "auto").strip()
+    if "=" in spec:
+        mapping = {**ALPACA_MAP, **parse_field_map(spec)}
+    elif spec.lower() in FORMATS:
+        mapping = dict(FORMATS[spec.lower()])
+    elif spec.lower() == "auto":
+        mapping = dict(ALPACA_MAP) if field_map else detect_format(raw, name)
+    else:
+        raise SFTError(
+            f"unknown format '{format}'; use auto, alpaca, dolly or a mapping like instruction=question,output=answer"
+        )
+    if field_map:
+        mapping.update(check_targets(field_map))
+    return mapping
+
+
+def detect_format(raw: Any, name: str) -> dict[str, str]:
+    """Alpaca or Dolly, from the field names the records use."""
+    keys: set[str] = set()
+    if isinstance(raw, list):
+        keys = {key for record in raw if isinstance(record, dict) for key in record}
+    if not keys or "output" in keys:
+        return dict(ALPACA_MAP)  # nothing to go by: validation will say what is missing
+    if {"response", "context"} & keys:
+        return dict(FORMATS["dolly"])
+    if "instruction" in keys:
+        return dict(ALPACA_MAP)
+    shown = ", ".join(sorted(keys)[:12])
+    raise SFTError(
+        f"{name}: cannot tell the format from the fields ({shown}); pass --format alpaca or dolly, "
+        "or a mapping such as --format instruction=question,output=answer"
+    )
+
+
+def parse_field_map(text: str) -> dict[str, str]:
+    """`instruction=question,output=answer` -> {"instruction": "question", "output": "answer"}."""
+    mapping: dict[str, str] = {}
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        target, sep, field = (side.strip() for side in part.partition("="))
+        if not sep or not target or not field:
+            raise SFTError(f"field mapping '{part}' should look like TARGET=FIELD, e.g. output=answer")
+        mapping[target] = field
+    return check_targets(mapping)
+
+
+def check_targets(mapping: dict[str, str]) -> dict[str, str]:
+    wrong = [target for target in mapping if target not in FIELDS]
+    if wrong:
+        raise SFTError(
+            f"field mapping targets must be instruction, input or output, not {', '.join(map(repr, wrong))}; "
+            "write TARGET=FIELD_IN_YOUR_DATA, e.g. output=answer"
+        )
+    return dict(mapping)
+
+
+# URLs ----------------------------------------------------------------------------------------------
+
+def download(url: str, sha256: str | None = None) -> Path:
+    """The cached copy of `url`, fetched on first use; a pinned hash must match before it is kept."""
+    pin = normalise_sha256(sha256) if sha256 else None
+    folder = cache_dir() / "downloads"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{url_filename(url)}"
+    if target.is_file() and (pin is None or file_sha256(target) == pin):
+        return target
+    fetch(url, target, pin)
+    return target
+
+
+def url_filename(url: str) -> str:
+    """The URL's last path segment made safe for a file name; the suffix tells JSON from JSONL."""
+    segment = urllib.parse.urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", segment)[-80:] or "data.json"
+
+
+def fetch(url: str, target: Path, pin: str | None) -> None:
+    """Stream `url` into a temporary file beside `target` and move it into place once verified."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if pin is not None and digest.hexdigest() != pin:
+            raise SFTError(
+                f"{url}: sha256 mismatch: expected {pin}, downloaded {digest.hexdigest()}; "
+                "the file changed on the server or the pin is wrong"
+            )
+        os.replace(tmp, target)
+    except urllib.error.HTTPError as error:
+        raise SFTError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise SFTError(f"cannot download {url}: {reason}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def normalise_sha256(value: str) -> str:
+    pin = value.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", pin):
+        raise SFTError(f"'{value}' is not a sha256 digest (64 hexadecimal digits)")
+    return pin
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, pin: str, name: str) -> None:
+    actual = file_sha256(path)
+    if actual != pin:
+        raise SFTError(f"{name}: sha256 mismatch: expected {pin}, found {actual}; the file is not the pinned one")
+
+
+# Hub data sets -------------------------------------------------------------------------------------
+
+def load_hub(source: str) -> list[Any]:
+    """Rows of a Hub data set (`owner/name[:split]`, default split "train" or else the first)."""
+    repo_id, _, split = source.partition(":")
+    offline = hub_offline()
+    if not offline:
+        ensure_hub_reachable(source)
+    from datasets import load_dataset
+
+    try:
+        data = load_dataset(repo_id, split=split or None)
+    except Exception as error:  # datasets raises many types; every one means "cannot load"
+        why = "the Hub is offline (HF_HUB_OFFLINE is set) and no cached copy exists" if offline else (
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}"
+        )
+        raise SFTError(
+            f"{source}: not a local file, and cannot load it as a Hub data set: {why}; "
+            "pass a JSON or JSONL file, a URL, or sft-synth"
+        ) from None
+    if not split:
+        data = data["train"] if "train" in data else data[next(iter(data))]
+    return data.to_list()
+
+
+def hub_offline() -> bool:
+    flags = (os.environ.get(name, "").lower() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(flag in {"1", "true", "yes", "on"} for flag in flags)
+
+
+def ensure_hub_reachable(source: str) -> None:
+    """Fail within seconds instead of after minutes of retries when the Hub cannot be reached."""
+    from huggingface_hub import constants
+
+    parsed = urllib.parse.urlparse(constants.ENDPOINT)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
+    except OSError:
+        raise SFTError(
+            f"{source}: not a local file, and the Hugging Face Hub ({host}) cannot be reached to load it "
+            "as a data set; pass a JSON or JSONL file, a URL, or sft-synth"
+        ) from None
