@@ -1,0 +1,120 @@
+"""`sft eval` and `evaluate_model` on the tiny model: files, keys, splits, kinds; the eval report."""
+
+import json
+
+import pytest
+
+from sft.cli import main as sft_main
+from sft.evaluation import evaluate_model, select_split, slug
+from sft.report import eval_report
+
+METRIC_KEYS = {
+    "model", "data", "split", "n", "rouge_l", "bleu", "exact_match", "exact_match_normalized", "ended_at_eos",
+    "generation", "seconds", "responses_per_second", "by_kind", "per_record",
+}
+
+
+def write_records(path, n, kinds=False):
+    records = []
+    for i in range(n):
+        record = {"instruction": f"Repeat the number {i}.", "input": "" if i % 2 else f"{i}", "output": f"{i}"}
+        if kinds:
+            record["kind"] = "even" if i % 2 == 0 else "odd"
+        records.append(record)
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return records
+
+
+def read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_eval_writes_responses_metrics_and_report(tiny_model_dir, alpaca_file, alpaca_records, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = sft_main(["eval", "--model", str(tiny_model_dir), "--data", str(alpaca_file), "--split", "all",
+                     "--max-new-tokens", "4", "--batch-size", "3", "--output-dir", str(out), "--no-progress"])
+    assert code == 0
+    responses = read(out / "responses.json")
+    assert [{k: v for k, v in r.items() if k != "model_response"} for r in responses] == alpaca_records
+    assert all(isinstance(r["model_response"], str) for r in responses)
+    metrics = read(out / "metrics.json")
+    assert set(metrics) >= METRIC_KEYS
+    assert metrics["n"] == len(metrics["per_record"]) == 4
+    assert metrics["split"] == "all" and metrics["model"] == str(tiny_model_dir)
+    assert metrics["generation"]["max_new_tokens"] == 4 and metrics["generation"]["greedy"]
+    assert 0 <= metrics["ended_at_eos"] <= 1
+    assert {"new_tokens", "ended_at_eos", "rouge_l"} <= set(metrics["per_record"][0])
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| ROUGE-L F1 |" in report and "worst records by ROUGE-L" in report
+    assert "ROUGE-L F1" in capsys.readouterr().out
+
+
+def test_eval_uses_the_seed_split_and_limit(tmp_path):
+    data = tmp_path / "data.json"
+    records = write_records(data, 40)
+    out = tmp_path / "eval"
+    assert sft_main(["eval", "--model", "sft-tiny-gpt2", "--data", str(data), "--limit", "3",
+                     "--max-new-tokens", "2", "--output-dir", str(out), "--no-progress"]) == 0
+    # 40 records: 34 train, then 4 test, then 2 validation; the limit keeps the first 3 of test.
+    assert [r["instruction"] for r in read(out / "responses.json")] == [r["instruction"] for r in records[34:37]]
+
+
+def test_breakdown_by_kind(tiny_model_dir, tmp_path):
+    data = tmp_path / "data.json"
+    write_records(data, 6, kinds=True)
+    out = tmp_path / "eval"
+    assert sft_main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--split", "all",
+                     "--max-new-tokens", "2", "--output-dir", str(out), "--no-progress"]) == 0
+    metrics = read(out / "metrics.json")
+    assert set(metrics["by_kind"]) == {"even", "odd"}
+    assert metrics["by_kind"]["even"]["n"] == 3
+    assert read(out / "responses.json")[0]["kind"] == "even"
+    assert "## By task kind" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_model_with_a_model_in_memory(alpaca_records, tmp_path):
+    from sft.generate import load_for_inference
+
+    model, tokenizer, template = load_for_inference("sft-tiny-gpt2")
+    metrics = evaluate_model("in-memory", alpaca_records, tmp_path, model=model, tokenizer=tokenizer,
+                             template=template, max_new_tokens=3, progress=False)
+    assert metrics["model"] == "in-memory" and metrics["n"] == 4
+    assert metrics == read(tmp_path / "metrics.json")
+    assert metrics["by_kind"] == {}
+
+
+def test_empty_split_is_a_clear_error(tiny_model_dir, alpaca_file, capsys):
+    assert sft_main(["eval", "--model", str(tiny_model_dir), "--data", str(alpaca_file)]) == 2
+    assert "split" in capsys.readouterr().err
+
+
+def test_select_split():
+    records = [{"i": i} for i in range(20)]
+    assert select_split(records, "test") == records[17:19]
+    assert select_split(records, "validation") == records[19:]
+    assert select_split(records, "all", limit=5) == records[:5]
+
+
+def test_slug():
+    assert slug("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB--SmolLM2-135M"
+    assert slug("/tmp/runs/my model/") == "my-model"
+
+
+def test_report_lists_worst_and_best():
+    per_record = [{"index": i, "rouge_l": score} for i, score in enumerate([0.5, 0.1, 0.9, 0.3])]
+    metrics = {"model": "m", "n": 4, "rouge_l": 0.45, "bleu": 10.0, "exact_match": 0.0,
+               "exact_match_normalized": 0.0, "per_record": per_record, "generation": {}}
+    responses = [{"instruction": f"task {i} | piped", "output": "line one\nline two", "model_response": f"r{i}"}
+                 for i in range(4)]
+    report = eval_report(metrics, responses)
+    worst, best = report.split("## 2 best records by ROUGE-L")
+    assert worst.index("| 2 | 0.100 |") < worst.index("| 4 | 0.300 |")
+    assert best.index("| 3 | 0.900 |") < best.index("| 1 | 0.500 |")
+    assert "task 1 \\| piped" in report and "line one<br>line two" in report
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sft_main(["eval", "--help"])
+    assert exit_info.value.code == 0
+    assert "--split" in capsys.readouterr().out

@@ -1,0 +1,75 @@
+"""`sft score`: the reference figures on the shared responses file, output file, missing responses."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sft.cli import main as sft_main
+from sft.scoring import main
+
+SHARED_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruction-data-with-response.json"
+
+
+@pytest.mark.skipif(not SHARED_RESPONSES.is_file(), reason="shared seed data not present")
+def test_reference_figures_on_shared_file(tmp_path, capsys):
+    output = tmp_path / "metrics.json"
+    assert main([str(SHARED_RESPONSES), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "ROUGE-L F1               0.5895" in printed
+    assert "BLEU                     28.83" in printed
+    assert "exact match              0.1545" in printed
+    scores = json.loads(output.read_text(encoding="utf-8"))
+    assert scores["rouge_l"] == pytest.approx(0.5895, abs=0.001)
+    assert scores["bleu"] == pytest.approx(28.83, abs=0.05)
+    assert scores["exact_match"] == pytest.approx(0.1545, abs=0.001)
+    assert scores["n"] == len(scores["per_record"]) == 110
+
+
+def test_scores_a_small_file(tmp_path, capsys):
+    path = tmp_path / "responses.json"
+    records = [
+        {"instruction": "Capital of France?", "input": "", "output": "Paris.", "model_response": "Paris."},
+        {"instruction": "Say hi in Chinese.", "input": "", "output": "你好", "model_response": "你好"},
+        {"instruction": "Antonym of hot?", "input": "", "output": "Cold", "model_response": "cold."},
+    ]
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    assert main([str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "exact match              0.6667" in printed
+    assert "exact match, normalised  1.0000" in printed
+
+
+def test_missing_responses_are_listed(tmp_path, capsys):
+    path = tmp_path / "responses.json"
+    records = [
+        {"instruction": "a", "input": "", "output": "b"},
+        {"instruction": "c", "input": "", "output": "d", "model_response": "d"},
+        {"instruction": "e", "input": "", "output": "f", "model_response": None},
+    ]
+    path.write_text(json.dumps(records), encoding="utf-8")
+    assert sft_main(["score", str(path)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2
+    assert "record 1" in errors[0] and "record 3" in errors[1]
+
+
+def test_help_does_not_import_torch():
+    modules = ["sft.scoring", "sft.evaluation", "sft.generate", "sft.report", "sft.metrics"]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name).__name__\n"
+        "heavy = [m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sft_main(["score", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: sft score" in capsys.readouterr().out
