@@ -34,7 +34,17 @@ RECIPE_SUMMARY = (
     "num_virtual_tokens",
     "seed",
 )
-EVAL_MARKERS = ("rouge", "bleu", "exact_match")
+# metrics.json keys (as `sft train` writes them) shown in the card: key, label, format.
+TRAINING_ROWS = (
+    ("train_loss", "training loss", "{:.4f}"),
+    ("eval_loss", "validation loss", "{:.4f}"),
+    ("epoch", "epochs", "{:g}"),
+    ("train_records", "training records", "{:,}"),
+    ("validation_records", "validation records", "{:,}"),
+    ("tokens_seen", "tokens seen", "{:,}"),
+    ("train_runtime", "training time (s)", "{:,.1f}"),
+    ("train_tokens_per_second", "tokens per second", "{:,.0f}"),
+)
 METHOD_NAMES = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA", "prompt_tuning": "prompt tuning"}
 EXAMPLE_INSTRUCTION = "Rewrite the sentence in passive voice."
 EXAMPLE_INPUT = "The chef cooks the meal."
@@ -71,33 +81,14 @@ def read_recipe(model_dir: Path) -> dict[str, Any]:
     return recipe if isinstance(recipe, dict) else {}
 
 
-def flat_numbers(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested dict, keyed by their dotted path."""
-    numbers: dict[str, float] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            numbers.update(flat_numbers(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            numbers[name] = value
-    return numbers
-
-
-def split_metrics(model_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """(training figures, evaluation figures) from metrics.json and eval/metrics.json."""
-    training, evaluation = {}, flat_numbers(read_json(model_dir / EVAL_METRICS_FILE))
-    for key, value in flat_numbers(read_json(model_dir / METRICS_FILE)).items():
-        if any(marker in key.lower() for marker in EVAL_MARKERS):
-            evaluation.setdefault(key, value)
-        else:
-            training[key] = value
-    return training, evaluation
-
-
-def number(value: float) -> str:
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+def figures(metrics: dict[str, Any], rows: tuple[tuple[str, str, str], ...]) -> dict[str, str]:
+    """`rows` (key, label, format) that `metrics` holds as numbers, formatted for a table."""
+    shown = {}
+    for key, label, fmt in rows:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown[label] = fmt.format(value)
+    return shown
 
 
 def table(header: tuple[str, str], rows: dict[str, Any]) -> list[str]:
@@ -122,16 +113,12 @@ def render_model_card(model_dir: str | Path, repo_id: str) -> str:
     base = adapter_base(model_dir) if is_adapter else recipe.get("model_name_or_path")
     base_id = hub_base_id(base)
     method = str(recipe.get("method") or ("lora" if is_adapter else "full"))
-    dataset = recipe.get("dataset_name")
-    training, evaluation = split_metrics(model_dir)
-
     metadata = ModelCardData(
         base_model=base_id,
         library_name="peft" if is_adapter else "transformers",
         pipeline_tag="text-generation",
         tags=["sft", "instruction-tuning", "alpaca", *(["lora"] if "lora" in method else [])],
     )
-    name = repo_id.split("/")[-1]
     what = f"A {METHOD_NAMES.get(method, method)} adapter" if is_adapter else "A causal language model"
     if not is_adapter and method in ("lora", "qlora"):
         what += f" (a {METHOD_NAMES[method]} adapter merged into its base)"
@@ -141,7 +128,7 @@ def render_model_card(model_dir: str | Path, repo_id: str) -> str:
         metadata.to_yaml(),
         "---",
         "",
-        f"# {name}",
+        f"# {repo_id.split('/')[-1]}",
         "",
         f"{what} fine-tuned from {base_text} to follow Alpaca-style instructions, "
         "trained with supervised fine-tuning (loss on the response tokens only) using `sft`.",
@@ -154,25 +141,36 @@ def render_model_card(model_dir: str | Path, repo_id: str) -> str:
             "original weights.",
             "",
         ]
-    lines += ["## Training", ""]
-    summary = {"base model": base_id or base or "unknown", "data": dataset or "unknown"}
+    summary = {"base model": base_id or base or "unknown", "data": recipe.get("dataset_name") or "unknown"}
     summary.update({key: recipe[key] for key in RECIPE_SUMMARY if recipe.get(key) is not None})
-    lines += table(("setting", "value"), {key: f"`{value}`" for key, value in summary.items()})
+    lines += ["## Training", "", *table(("setting", "value"), {key: f"`{value}`" for key, value in summary.items()})]
     if (model_dir / RECIPE_FILE).is_file():
         lines += ["", f"The complete recipe is in [`{RECIPE_FILE}`]({RECIPE_FILE})."]
-    if training or evaluation or (model_dir / LOSS_PLOT).is_file():
-        lines += ["", "## Results", ""]
-    if training:
-        lines += table(("training figure", "value"), {key: number(value) for key, value in training.items()})
-        lines += [""]
-    if evaluation:
-        lines += ["Scores of generated responses against the reference outputs of held-out records:", ""]
-        lines += table(("evaluation metric", "score"), {key: number(value) for key, value in evaluation.items()})
-        lines += [""]
-    if (model_dir / LOSS_PLOT).is_file():
-        lines += [f"![Training and validation loss]({LOSS_PLOT})", ""]
-    lines += usage(model_dir, repo_id, is_adapter)
+    lines += ["", *results(model_dir), *usage(model_dir, repo_id, is_adapter)]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def results(model_dir: Path) -> list[str]:
+    """Training figures, evaluation scores (from eval/metrics.json, else metrics.json) and the loss plot."""
+    from sft.report import METRIC_ROWS
+
+    metrics = read_json(model_dir / METRICS_FILE)
+    evaluation = read_json(model_dir / EVAL_METRICS_FILE) or metrics
+    training, scores = figures(metrics, TRAINING_ROWS), figures(evaluation, METRIC_ROWS)
+    plot = (model_dir / LOSS_PLOT).is_file()
+    if not (training or scores or plot):
+        return []
+    lines = ["## Results", ""]
+    if training:
+        lines += [*table(("training", "value"), training), ""]
+    if scores:
+        where = [f"`{evaluation[key]}`" for key in ("split", "data") if evaluation.get(key)]
+        held_out = f" ({' of '.join(where)}, {evaluation['n']} records)" if where and evaluation.get("n") else ""
+        lines += [f"Generated responses scored against the reference outputs of held-out records{held_out}:", ""]
+        lines += [*table(("metric", "score"), scores), ""]
+    if plot:
+        lines += [f"![Training and validation loss]({LOSS_PLOT})", ""]
+    return lines
 
 
 def usage(model_dir: Path, repo_id: str, is_adapter: bool) -> list[str]:
@@ -205,8 +203,8 @@ def usage(model_dir: Path, repo_id: str, is_adapter: bool) -> list[str]:
     lines = [
         "## Prompt format",
         "",
-        "Prompts follow the Alpaca layout the model was trained on (the `### Input:` section only when "
-        f"there is an input); the model writes the response after `{template.response_header}`."
+        f"Prompts follow the Alpaca layout the model was trained on (the `{template.input_header}` section only "
+        f"when there is an input); the model writes the response after `{template.response_header}`."
         + (f" The exact template is in [`{TEMPLATE_FILE}`]({TEMPLATE_FILE})." if saved_template else ""),
         "",
         "```text",
@@ -223,17 +221,14 @@ def usage(model_dir: Path, repo_id: str, is_adapter: bool) -> list[str]:
         "",
     ]
     if is_adapter:
-        lines += [
-            "`model.merge_and_unload()` folds the adapter into the base weights for faster inference; "
-            f"`sft merge {local} --output {local}-merged` does the same on disk.",
-            "",
-        ]
+        lines += ["`model.merge_and_unload()` folds the adapter into the base weights for faster inference.", ""]
     lines += [
         "With `sft`, which renders prompts the same way:",
         "",
         "```bash",
         f"sft download {repo_id} --output {local}",
-        f"sft chat --model_name_or_path {local}",
+        f"sft chat {local}",
+        *([f"sft merge {local} --output {local}-merged  # a standalone model"] if is_adapter else []),
         "```",
     ]
     return lines
