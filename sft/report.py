@@ -35,7 +35,7 @@ def settings_line(metrics: Mapping[str, Any], timing: bool = True) -> str:
     decoding = "greedy decoding" if not temperature else (
         f"sampling at temperature {temperature}, top-p {generation.get('top_p')}, seed {generation.get('seed')}"
     )
-    parts = [f"data `{metrics.get('data')}`", f"split `{metrics.get('split')}`", f"{metrics.get('n')} records",
+    parts = [f"Data `{metrics.get('data')}`", f"split `{metrics.get('split')}`", f"{metrics.get('n')} records",
              decoding, f"at most {generation.get('max_new_tokens')} new tokens",
              f"batch size {generation.get('batch_size')}"]
     if timing and metrics.get("seconds"):

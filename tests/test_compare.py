@@ -1,0 +1,113 @@
+"""`sft compare` on two tiny models, a LoRA adapter as the model, and the ranking of changes."""
+
+import json
+
+import pytest
+import torch
+
+from sft.cli import main as sft_main
+from sft.compare import rank_changes
+from sft.report import compare_report
+
+
+@pytest.fixture(scope="module")
+def talkative_dir(tmp_path_factory):
+    """The tiny model with large random weights, saved: unlike the standard one (which emits only
+    newlines), its greedy responses contain words."""
+    from sft.models import load_model, load_tokenizer
+
+    model = load_model("sft-tiny-gpt2", dtype=torch.float32)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0, 0.5)
+    directory = tmp_path_factory.mktemp("talkative")
+    model.save_pretrained(directory)
+    load_tokenizer("sft-tiny-gpt2").save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    """A freshly initialised LoRA adapter on the tiny model (it changes nothing until trained)."""
+    from peft import LoraConfig, get_peft_model
+
+    from sft.models import load_model
+
+    model = get_peft_model(load_model(str(tiny_model_dir), dtype=torch.float32),
+                           LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"))
+    directory = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(directory)
+    return directory
+
+
+def read(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_compare_two_tiny_models(tiny_model_dir, talkative_dir, alpaca_records, tmp_path, capsys):
+    from sft.generate import generate_responses, load_for_inference
+
+    # References are the talkative model's own answers, so it beats the silent base on every record.
+    model, tokenizer, template = load_for_inference(str(talkative_dir))
+    answers = generate_responses(model, tokenizer, alpaca_records, max_new_tokens=6, progress=False)
+    records = [{**r, "output": a.text} for r, a in zip(alpaca_records, answers)]
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "compare"
+    assert sft_main(["compare", "--base", str(tiny_model_dir), "--model", str(talkative_dir), "--data", str(data),
+                     "--split", "all", "--max-new-tokens", "6", "--output-dir", str(out), "--no-progress"]) == 0
+    comparison = read(out / "compare.json")
+    assert comparison["n"] == 4
+    assert comparison["model"]["rouge_l"] == pytest.approx(1.0)
+    assert comparison["change"]["rouge_l"] == pytest.approx(1.0)
+    assert comparison["counts"] == {"improved": 4, "regressed": 0, "unchanged": 0}
+    assert len(comparison["improvements"]) == 4 and comparison["regressions"] == []
+    change = comparison["per_record"][0]
+    assert {"base_response", "model_response", "base_rouge_l", "model_rouge_l", "rouge_l_change"} <= set(change)
+    assert change["model_response"] == records[0]["output"]
+    for role in ("base", "model"):
+        assert {p.name for p in (out / role).iterdir()} >= {"responses.json", "metrics.json", "report.md"}
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| ROUGE-L F1 | 0.0000 | 1.0000 | +1.0000 |" in report
+    assert "## Biggest improvements (ROUGE-L)" in report
+    assert "4 improved, 0 regressed" in capsys.readouterr().out
+
+
+def test_compare_with_a_lora_adapter(tiny_model_dir, adapter_dir, alpaca_file, tmp_path):
+    out = tmp_path / "compare"
+    assert sft_main(["compare", "--base", str(tiny_model_dir), "--model", str(adapter_dir), "--data",
+                     str(alpaca_file), "--split", "all", "--max-new-tokens", "3", "--output-dir", str(out),
+                     "--no-progress"]) == 0
+    comparison = read(out / "compare.json")
+    # An untrained LoRA adapter (B = 0) leaves the base model's answers as they were.
+    assert comparison["counts"]["unchanged"] == 4
+    assert [c["base_response"] for c in comparison["per_record"]] == [
+        c["model_response"] for c in comparison["per_record"]]
+
+
+def test_rank_changes():
+    changes = [{"index": i, "rouge_l_change": d} for i, d in enumerate([0.2, -0.5, 0.0, 0.7, -0.1, 0.2])]
+    ranked = rank_changes(changes, shown=2)
+    assert ranked["counts"] == {"improved": 3, "regressed": 2, "unchanged": 1}
+    assert [c["index"] for c in ranked["improvements"]] == [3, 0]
+    assert [c["index"] for c in ranked["regressions"]] == [1, 4]
+
+
+def test_report_shows_regressions():
+    metrics = {"model": "m", "rouge_l": 0.5, "bleu": 20.0, "exact_match": 0.0, "exact_match_normalized": 0.0,
+               "generation": {}, "n": 1}
+    change = {"index": 0, "instruction": "Say hi", "output": "hi", "base_response": "hi", "model_response": "bye",
+              "base_rouge_l": 1.0, "model_rouge_l": 0.0, "rouge_l_change": -1.0}
+    report = compare_report({"base": {**metrics, "model": "b"}, "model": {**metrics, "rouge_l": 0.25},
+                             "counts": {"improved": 0, "regressed": 1, "unchanged": 0},
+                             "improvements": [], "regressions": [change]})
+    assert "| ROUGE-L F1 | 0.5000 | 0.2500 | -0.2500 |" in report
+    assert "| 1 | 1.000 | 0.000 | -1.000 | Say hi | hi | hi | bye |" in report
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sft_main(["compare", "--help"])
+    assert exit_info.value.code == 0
+    assert "--base" in capsys.readouterr().out
