@@ -85,29 +85,20 @@ def push_to_hub(
     """Upload `output_dir` to `repo_id` and return the repository URL; with `dry_run`, stage only and
     return the staged folder."""
     from huggingface_hub import get_token
-    from huggingface_hub.utils import validate_repo_id
 
     source = Path(output_dir)
     files = upload_files(source)
-    try:
-        validate_repo_id(repo_id)
-    except ValueError as error:
-        raise SFTError(f"invalid --repo-id {repo_id!r}: {error}") from None
-    token = token or get_token()
     if dry_run:
+        check_repo_id(repo_id)
         staging = source / STAGING_NAME
         from sft.paths import atomic_directory
 
         with atomic_directory(staging) as folder:
-            stage(source, files, folder, repo_id, token)
+            stage(source, files, folder, repo_id, token or get_token())
         print(f"dry run: nothing uploaded; the upload to {repo_id} would be {staging}:")
         print("\n".join(f"  {path}" for path in listing(staging)))
         return staging
-    if not token:
-        raise SFTError(f"no Hugging Face token found: {LOGIN_HINT}")
-    problem = hub_unreachable()
-    if problem:
-        raise SFTError(f"cannot push to {repo_id}: {problem}; `sft push --dry-run` stages the upload offline")
+    token = check_push_ready(repo_id, token)
     # Staged inside the output directory so that weights are hard-linked, not copied.
     with tempfile.TemporaryDirectory(dir=source, prefix=f".{STAGING_NAME}-") as folder:
         stage(source, files, Path(folder), repo_id, token)
@@ -116,6 +107,32 @@ def push_to_hub(
         url = upload(Path(folder), repo_id, private, commit_message, token)
     print(f"pushed {source} to {url}")
     return url
+
+
+def check_push_ready(repo_id: str, token: str | None = None) -> str:
+    """The token to push `repo_id` with, once the id is valid, a token exists and the Hub answers.
+
+    Cheap (one request, seconds at most), so a training run can call it before it starts.
+    """
+    from huggingface_hub import get_token
+
+    check_repo_id(repo_id)
+    token = token or get_token()
+    if not token:
+        raise SFTError(f"no Hugging Face token found to push {repo_id}: {LOGIN_HINT}")
+    problem = hub_unreachable()
+    if problem:
+        raise SFTError(f"cannot push to {repo_id}: {problem}; `sft push --dry-run` stages the upload offline")
+    return token
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as error:
+        raise SFTError(f"invalid --repo-id {repo_id!r}: {error}") from None
 
 
 def upload_files(source: Path) -> list[Path]:

@@ -230,3 +230,8 @@ def test_hub_commands_import_without_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_an_invalid_repo_id_is_one_line(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["push", str(run_dir), "--repo-id", "not a repo id!", "--dry-run"]) == 2
+    assert "--repo-id" in one_line_error(capsys)
