@@ -18,7 +18,7 @@ from sft.errors import SFTError
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_NEW_TOKENS = 256
 # A model that never learned to stop tends to go on with the next `### Instruction:` block.
-_HEADER = re.compile(r"^###\s", re.MULTILINE)
+HEADER_LINE = re.compile(r"^###\s", re.MULTILINE)
 
 
 @dataclass
@@ -35,7 +35,7 @@ def extract_response(text: str, template: PromptTemplate | None = None) -> str:
     text = text.lstrip()
     if text.startswith(header):
         text = text[len(header):]
-    match = _HEADER.search(text)
+    match = HEADER_LINE.search(text)
     if match:
         text = text[: match.start()]
     return text.strip()
