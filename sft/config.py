@@ -5,8 +5,10 @@ A recipe is a YAML file whose keys are the fields below; `--key value` on the co
 overrides it. Unknown keys are errors that name the key.
 """
 
+import os
 import sys
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from trl import ModelConfig, SFTConfig, TrlParser
@@ -106,6 +108,10 @@ class TrainingConfig(SFTConfig):
     padding_free: bool = field(default=True, metadata={"help": "Concatenate records instead of padding them."})
     group_by_length: bool = field(default=False, metadata={"help": "Batch records of similar length together."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes."})
+    # Every trainable weight gets a gradient in these models; searching for unused ones costs a graph walk.
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Let DDP look for parameters without gradients (slower)."}
+    )
     seed: int = field(default=123, metadata={"help": "Random seed for initialisation and shuffling."})
 
     def __post_init__(self) -> None:
@@ -115,6 +121,9 @@ class TrainingConfig(SFTConfig):
             from sft.models import default_dtype
 
             self.bf16 = default_dtype() == torch.bfloat16 and not self.fp16
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Several processes and no GPU: Accelerate builds a gloo group only when told to use the CPU.
+            self.use_cpu = True
         super().__post_init__()
 
 
@@ -172,6 +181,8 @@ def recipe_dict(*configs: Any) -> dict[str, Any]:
 
 def plain(value: Any) -> Any:
     """YAML-safe form of a config value (enums and paths become strings)."""
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     if isinstance(value, (list, tuple)):

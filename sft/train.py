@@ -49,6 +49,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     from sft.peft_setup import build_peft_config, quantization_config
     from sft.progress import TrainingProgress
 
+    # Checks that need no data or weights come first, so a bad recipe fails in a second, in one line.
+    resolve_model(model_args.model_name_or_path)
+    quantization = quantization_config(model_args) if model_args.method == "qlora" else None
     main_process = training_args.process_index == 0
     configure_logging(main_process)
     set_seed(training_args.seed)
@@ -57,7 +60,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
         logger.info("Recipe:\n%s", dump_yaml(recipe))
 
     # Data: load, validate, split the seed's way, tokenize with completion-only labels.
-    resolve_model(model_args.model_name_or_path)  # fails fast, before any data work, when unreachable
     tokenizer = load_tokenizer(model_args.model_name_or_path)
     preamble = DEFAULT_PREAMBLE if data_args.prompt_preamble is None else data_args.prompt_preamble
     template = PromptTemplate(preamble=preamble)
@@ -69,8 +71,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
 
     # Model: full weights, or a frozen base with LoRA / prompt tuning adapters added by the trainer.
     model_kwargs: dict[str, Any] = {}
-    if model_args.method == "qlora":
-        model_kwargs["quantization_config"] = quantization_config(model_args)
+    if quantization is not None:
+        model_kwargs["quantization_config"] = quantization
     if model_args.attn_implementation:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
     model = load_model(model_args.model_name_or_path, dtype=model_dtype(model_args), **model_kwargs)
@@ -111,6 +113,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
         ),
     )
 
+    if training_args.world_size > 1:
+        # Every rank reports the loss it agreed on, so multi-process runs can be checked.
+        print(f"rank {training_args.process_index}/{training_args.world_size}: "
+              f"train_loss={metrics['train_loss']:.6f}", flush=True)
+
     # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot.
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
@@ -131,21 +138,15 @@ def load_splits(
     """Load and validate every record (lengths included), then split them; invalid data is refused."""
     import json
 
-    from sft.data.load import load_records
+    from sft.data.load import load_and_check
     from sft.data.split import split_records
-    from sft.data.validate import find_problems
-    from sft.errors import DataError
 
     field_map = data_args.dataset_field_map
     if isinstance(field_map, str):
         field_map = json.loads(field_map)
-    records = load_records(data_args.dataset_name, format=data_args.dataset_format, field_map=field_map,
-                           sha256=data_args.dataset_sha256)
-    if max_length is not None:
-        problems = find_problems(records, data_args.dataset_name, tokenizer=tokenizer, max_length=max_length,
-                                 template=template)
-        if problems:
-            raise DataError(problems)
+    records = load_and_check(data_args.dataset_name, format=data_args.dataset_format, field_map=field_map,
+                             sha256=data_args.dataset_sha256, tokenizer=tokenizer, max_length=max_length,
+                             template=template)
     splits = split_records(records, train_fraction=data_args.train_fraction, test_fraction=data_args.test_fraction,
                            shuffle=data_args.split_shuffle, seed=data_args.split_seed)
     if data_args.max_train_records is not None:
