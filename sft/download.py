@@ -79,7 +79,7 @@ def fetch_snapshot(model: str, revision: str | None) -> tuple[Path, list[str]]:
     )
     from huggingface_hub.utils import validate_repo_id
 
-    from sft.hub import hub_unreachable
+    from sft.hub_access import hub_unreachable
 
     try:
         validate_repo_id(model)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sft.data.template import TEMPLATE_FILE
 from sft.errors import SFTError
+from sft.hub_access import hub_unreachable
 from sft.model_card import LOSS_PLOT, METRICS_FILE, RECIPE_FILE, hub_base_id, render_model_card
 from sft.models import ADAPTER_CONFIG
 
@@ -226,20 +227,6 @@ def holds(path: Path, secret: str) -> bool:
 
 def listing(folder: Path) -> list[str]:
     return [f"{path.name} ({path.stat().st_size:,} bytes)" for path in sorted(folder.iterdir())]
-
-
-def hub_unreachable() -> str | None:
-    """Why the Hub cannot be reached (offline mode, no connection), or None; answers in seconds."""
-    from huggingface_hub import constants, get_session
-
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"} or constants.is_offline_mode():
-        return "HF_HUB_OFFLINE is set"
-    try:
-        # One request with a short timeout, through the same client (and proxies) as the upload.
-        get_session().head(constants.ENDPOINT, timeout=5.0)
-    except Exception as error:  # the HTTP client's own exception types vary across versions
-        return f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached ({type(error).__name__})"
-    return None
 
 
 def upload(folder: Path, repo_id: str, private: bool, commit_message: str | None, token: str) -> str:

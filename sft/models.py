@@ -56,27 +56,16 @@ def resolve_model(name: str) -> str:
 
 
 def ensure_hub_reachable(repo_id: str) -> None:
-    """Fail in a second, not after minutes of retries, when a Hub model is neither cached nor reachable."""
-    import os
-    import socket
-    from urllib.parse import urlparse
+    """Fail in seconds, not after minutes of retries, when a Hub model is neither cached nor reachable."""
+    from huggingface_hub import try_to_load_from_cache
 
-    from huggingface_hub import constants, try_to_load_from_cache
+    from sft.hub_access import hub_unreachable
 
     if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
         return
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    port = 443 if constants.ENDPOINT.startswith("https") else 80
-    try:
-        if offline:
-            raise OSError("HF_HUB_OFFLINE is set")
-        socket.create_connection((host, port), timeout=3).close()
-    except OSError:
-        raise SFTError(
-            f"'{repo_id}' is not a local directory and the Hugging Face Hub ({host}) cannot be reached; "
-            f"{OFFLINE_HINT}"
-        ) from None
+    problem = hub_unreachable()
+    if problem:
+        raise SFTError(f"'{repo_id}' is not a local directory and {problem}; {OFFLINE_HINT}")
 
 
 def offline_default_dir() -> Path:

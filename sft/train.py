@@ -52,6 +52,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     # Checks that need no data or weights come first, so a bad recipe fails in a second, in one line.
     resolve_model(model_args.model_name_or_path)
     quantization = quantization_config(model_args) if model_args.method == "qlora" else None
+    push_repo = hub_repo_id(training_args)
+    # sft.hub uploads a curated folder with a model card after training; the Trainer's own push would
+    # upload every checkpoint and pickled file, so it is switched off.
+    training_args.push_to_hub = False
     main_process = training_args.process_index == 0
     configure_logging(main_process)
     set_seed(training_args.seed)
@@ -122,11 +126,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         save_run_files(trainer, tokenizer, template, metrics, recipe, training_args.output_dir)
-        if training_args.push_to_hub:
+        if push_repo is not None:
             from sft.hub import push_to_hub
 
-            push_to_hub(training_args.output_dir, training_args.hub_model_id or Path(training_args.output_dir).name,
-                        private=bool(training_args.hub_private_repo))
+            push_to_hub(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo),
+                        token=training_args.hub_token)
     trainer.accelerator.wait_for_everyone()
     del transformers
     return metrics
@@ -154,6 +158,17 @@ def load_splits(
     logger.info("Data %s: %d train, %d validation, %d test records", data_args.dataset_name,
                 len(splits["train"]), len(splits["validation"]), len(splits["test"]))
     return splits
+
+
+def hub_repo_id(training_args: TrainingConfig) -> str | None:
+    """The repository `push_to_hub: true` uploads to, checked (token, Hub) before any training starts."""
+    if not training_args.push_to_hub:
+        return None
+    from sft.hub import check_push_ready
+
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    check_push_ready(repo_id, training_args.hub_token)
+    return repo_id
 
 
 def model_dtype(model_args: ModelArguments) -> Any:

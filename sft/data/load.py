@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import tempfile
 import urllib.error
 import urllib.parse
@@ -34,7 +33,6 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 FILE_SUFFIXES = JSONL_SUFFIXES | {".json", ".txt", ".gz"}
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?(:[\w.-]+)?")
 DOWNLOAD_TIMEOUT_S = 30
-HUB_CONNECT_TIMEOUT_S = 3
 
 
 @dataclass
@@ -342,9 +340,13 @@ def verify_sha256(path: Path, pin: str, name: str) -> None:
 def load_hub(source: str) -> list[Any]:
     """Rows of a Hub data set (`owner/name[:split]`, default split "train" or else the first)."""
     repo_id, _, split = source.partition(":")
+    from sft.hub_access import hub_unreachable
+
     offline = hub_offline()
-    if not offline:
-        ensure_hub_reachable(source)
+    problem = None if offline else hub_unreachable()
+    if problem:
+        raise SFTError(f"{source}: not a local file, and {problem} to load it as a data set; "
+                       "pass a JSON or JSONL file, a URL, or sft-synth")
     from datasets import load_dataset
 
     try:
@@ -365,19 +367,3 @@ def load_hub(source: str) -> list[Any]:
 def hub_offline() -> bool:
     flags = (os.environ.get(name, "").lower() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     return any(flag in {"1", "true", "yes", "on"} for flag in flags)
-
-
-def ensure_hub_reachable(source: str) -> None:
-    """Fail within seconds instead of after minutes of retries when the Hub cannot be reached."""
-    from huggingface_hub import constants
-
-    parsed = urllib.parse.urlparse(constants.ENDPOINT)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
-    except OSError:
-        raise SFTError(
-            f"{source}: not a local file, and the Hugging Face Hub ({host}) cannot be reached to load it "
-            "as a data set; pass a JSON or JSONL file, a URL, or sft-synth"
-        ) from None
