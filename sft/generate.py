@@ -25,7 +25,7 @@ HEADER_LINE = re.compile(r"^###\s", re.MULTILINE)
 class GenerationResult:
     text: str  # the response only: no prompt, no template markers, no surrounding whitespace
     new_tokens: int  # tokens generated before EOS (or before the limit)
-    ended_at_eos: bool  # the model closed the response itself, within max_new_tokens
+    ended_at_eos: bool  # the model closed the response with EOS, within max_new_tokens
 
 
 def extract_response(text: str, template: PromptTemplate | None = None) -> str:
@@ -39,6 +39,34 @@ def extract_response(text: str, template: PromptTemplate | None = None) -> str:
     if match:
         text = text[: match.start()]
     return text.strip()
+
+
+def header_reached(text: str, template: PromptTemplate) -> bool:
+    """Whether decoded continuation `text` has gone past the response into a following `### ` header."""
+    text = text.lstrip()
+    if template.response_header.startswith(text):
+        return False  # may still be an echoed response header
+    return HEADER_LINE.search(text.removeprefix(template.response_header)) is not None
+
+
+def stop_at_header(tokenizer: Any, template: PromptTemplate, prompt_width: int) -> Any:
+    """A stopping criterion that ends each row once it starts a new `### ` block, so a model that
+    never learned EOS does not run on to the token limit after its response is complete."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopAtHeader(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            new = input_ids[:, prompt_width:]
+            # Decoding every row in full at every step is wasteful: look only where a '#' just appeared.
+            for row, recent in enumerate(tokenizer.batch_decode(new[:, -2:], skip_special_tokens=True)):
+                if "#" in recent:
+                    text = tokenizer.decode(new[row], skip_special_tokens=True)
+                    done[row] = header_reached(text, template)
+            return done
+
+    return StopAtHeader()
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -107,6 +135,7 @@ def generate_responses(
     """
     import torch
     from tqdm.auto import tqdm
+    from transformers import StoppingCriteriaList
 
     from sft.data.tokenize import encode_prompts
 
@@ -138,7 +167,9 @@ def generate_responses(
                 raise SFTError(f"a prompt of {ids.shape[1]} tokens leaves no room in the model's context of {limit}")
             output = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=room,
-                pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True, **options,
+                pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True,
+                stopping_criteria=StoppingCriteriaList([stop_at_header(tokenizer, template, ids.shape[1])]),
+                **options,
             )
             for row, index in enumerate(batch):
                 results[index] = finish(output[row, ids.shape[1]:].tolist(), tokenizer, eos_ids, template)
@@ -150,11 +181,16 @@ def generate_responses(
 
 
 def finish(new_ids: list[int], tokenizer: Any, eos_ids: Sequence[int], template: PromptTemplate) -> GenerationResult:
-    """The response in one row of generated ids, cut at the first EOS."""
+    """The response in one row of generated ids, cut at the first EOS.
+
+    A row stopped at a following `### ` header is padded afterwards, and the pad token is often
+    the EOS token, so such a row does not count as ended at EOS.
+    """
     end = next((i for i, token in enumerate(new_ids) if token in eos_ids), None)
     tokens = new_ids if end is None else new_ids[:end]
     text = tokenizer.decode(tokens, skip_special_tokens=True)
-    return GenerationResult(extract_response(text, template), len(tokens), end is not None)
+    ended = end is not None and not header_reached(text, template)
+    return GenerationResult(extract_response(text, template), len(tokens), ended)
 
 
 def generate_response(

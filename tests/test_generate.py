@@ -12,6 +12,7 @@ from sft.generate import (
     left_pad,
     main,
     make_parser,
+    stop_at_header,
 )
 
 RECORDS = [
@@ -82,6 +83,35 @@ def test_finish_cuts_at_first_eos(tiny):
     assert (ended.text, ended.new_tokens, ended.ended_at_eos) == ("Paris is", len(words), True)
     cut = finish(words, tokenizer, [eos], PromptTemplate())
     assert (cut.text, cut.new_tokens, cut.ended_at_eos) == ("Paris is", len(words), False)
+
+
+def test_a_row_stopped_at_a_header_did_not_end_at_eos(tiny):
+    tokenizer = tiny[1]
+    eos = tokenizer.eos_token_id
+    words = tokenizer("Paris\n\n### Instruction:\n", add_special_tokens=False)["input_ids"]
+    padded = finish(words + [eos, eos], tokenizer, [eos], PromptTemplate())  # pad is EOS here
+    assert (padded.text, padded.ended_at_eos) == ("Paris", False)
+
+
+def test_stop_at_header_stops_rows_that_start_a_new_block(tiny):
+    tokenizer = tiny[1]
+    criterion = stop_at_header(tokenizer, PromptTemplate(), 3)
+
+    def first_stop(text):
+        """The number of generated tokens after which the criterion stops the row, if it does."""
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for step in range(1, len(ids) + 1):
+            if criterion(torch.tensor([[7, 7, 7] + ids[:step]]), None).item():
+                return step
+        return None
+
+    assert first_stop("Paris is the capital.") is None
+    assert first_stop("### Response:\nParis") is None  # an echoed response header is not a new block
+    assert first_stop("Use # signs and ## marks") is None
+    header = "Paris\n\n### Instruction:\nName a city."
+    steps = first_stop(header)
+    assert steps is not None
+    assert tokenizer.decode(tokenizer(header, add_special_tokens=False)["input_ids"][:steps]).startswith("Paris\n\n###")
 
 
 def test_generate_response_returns_only_the_response(noisy):
