@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sft.errors import DataError
+from sft.errors import DataError, SFTError
 
 RESPONSE_FIELD = "model_response"
 SUMMARY_KEYS = ("rouge_l", "bleu", "exact_match", "exact_match_normalized", "n", "bleu_tokenize")
@@ -16,6 +16,11 @@ def score_records(records: Sequence[Mapping[str, Any]], source: str = "records")
     """`score_responses` of each record's `model_response` against its `output`."""
     from sft.metrics import score_responses
 
+    if records and not any(RESPONSE_FIELD in record for record in records):
+        raise SFTError(
+            f"{source}: no record has a `{RESPONSE_FIELD}`, so there is nothing to score; "
+            "write responses with `sft eval`, which saves them in responses.json"
+        )
     problems = [
         f"{source}: record {i + 1}: `{RESPONSE_FIELD}` is missing or not text; "
         "every record needs the model's response to score"

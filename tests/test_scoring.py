@@ -68,6 +68,12 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_a_file_without_responses_gets_one_message(alpaca_file, capsys):
+    assert sft_main(["score", str(alpaca_file)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and "sft eval" in errors[0]
+
+
 def test_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         sft_main(["score", "--help"])
