@@ -155,31 +155,35 @@ def generate_responses(
     limit = context_limit(model)
     if seed is not None:
         torch.manual_seed(seed)
+    was_training = model.training  # a model handed over mid-training goes back to training mode
     model.eval()
     device = model_device(model)
     results: list[GenerationResult | None] = [None] * len(records)
     bar = tqdm(total=len(records), desc="Generating", unit="resp", disable=not progress, dynamic_ncols=True,
                bar_format=BAR_FORMAT)
     generated = 0
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            ids, mask = left_pad([prompt_ids[i] for i in batch], pad_id)
-            room = max_new_tokens if limit is None else min(max_new_tokens, limit - ids.shape[1])
-            if room < 1:
-                raise SFTError(f"a prompt of {ids.shape[1]} tokens leaves no room in the model's context of {limit}")
-            output = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=room,
-                pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True,
-                stopping_criteria=StoppingCriteriaList([stop_at_header(tokenizer, template, ids.shape[1])]),
-                **options,
-            )
-            for row, index in enumerate(batch):
-                results[index] = finish(output[row, ids.shape[1]:].tolist(), tokenizer, eos_ids, template)
-                generated += results[index].new_tokens
-            bar.update(len(batch))
-            bar.set_postfix_str(f"{generated / max(bar.format_dict['elapsed'], 1e-9):.1f} tokens/s")
-    bar.close()
+    try:
+        with torch.inference_mode():
+            for first in range(0, len(order), batch_size):
+                batch = order[first : first + batch_size]
+                ids, mask = left_pad([prompt_ids[i] for i in batch], pad_id)
+                room = max_new_tokens if limit is None else min(max_new_tokens, limit - ids.shape[1])
+                if room < 1:
+                    raise SFTError(f"a prompt of {ids.shape[1]} tokens fills the model's context of {limit}")
+                output = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=room,
+                    pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True,
+                    stopping_criteria=StoppingCriteriaList([stop_at_header(tokenizer, template, ids.shape[1])]),
+                    **options,
+                )
+                for row, index in enumerate(batch):
+                    results[index] = finish(output[row, ids.shape[1]:].tolist(), tokenizer, eos_ids, template)
+                    generated += results[index].new_tokens
+                bar.update(len(batch))
+                bar.set_postfix_str(f"{generated / max(bar.format_dict['elapsed'], 1e-9):.1f} tokens/s")
+    finally:
+        bar.close()
+        model.train(was_training)
     return [result for result in results if result is not None]
 
 

@@ -163,6 +163,21 @@ def test_rejects_bad_settings(noisy):
     assert generate_responses(*noisy, [], progress=False) == []
 
 
+def test_training_mode_is_restored(noisy):
+    model, tokenizer = noisy
+    model.train()
+    generate_responses(model, tokenizer, RECORDS[:1], max_new_tokens=2, progress=False)
+    assert model.training
+    model.eval()
+
+
+def test_a_prompt_longer_than_the_context_is_a_clear_error(noisy):
+    from sft.errors import SFTError
+
+    with pytest.raises(SFTError, match="context"):
+        generate_responses(*noisy, [{"instruction": "word " * 600}], progress=False)
+
+
 def test_cli_prints_one_response(tiny_model_dir, capsys):
     assert main([str(tiny_model_dir), "--instruction", "Name a colour.", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.endswith("\n")
