@@ -26,7 +26,7 @@ BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_no
 @dataclass
 class GenerationResult:
     text: str  # the response only: no prompt, no template markers, no surrounding whitespace
-    new_tokens: int  # tokens generated before EOS (or before the limit)
+    new_tokens: int  # tokens generated up to EOS, a following `### ` header, or the limit
     ended_at_eos: bool  # the model closed the response with EOS, within max_new_tokens
 
 
