@@ -1,0 +1,127 @@
+"""Training paths, one per child process: `python -m bench.train_paths --spec JSON --out FILE`.
+
+spec: {"path": seed_loop | trl_defaults | sft_default, "model": DIR or sft model name, "data": FILE,
+"steps": N, "batch_size": 8}. Every path trains on the same batches, in the same order: consecutive runs
+of the first steps x batch_size training records of the seed split.
+"""
+
+import tempfile
+from typing import Any
+
+from bench.instrument import LAST, StepLog, instrumented
+from bench.workload import Example, batches, train_examples
+
+# The book's chapter 7 settings, shared by the paths whose losses are compared.
+LEARNING_RATE = 5e-5
+WEIGHT_DECAY = 0.1
+SEED = 123
+
+
+def seed_loop(spec: dict[str, Any]) -> StepLog:
+    """The book's chapter 7 loop: pad to the longest record, `model(inputs).logits`, cross entropy, AdamW."""
+    import torch
+    import torch.nn.functional as F
+
+    from sft.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(spec["model"])
+    torch.manual_seed(SEED)
+    model = load_model(spec["model"], dtype=torch.float32)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    examples = train_examples(spec["data"], tokenizer, spec["steps"] * spec["batch_size"])
+    log = StepLog()
+    log.begin()
+    for batch in batches(examples, spec["batch_size"]):
+        inputs, targets = pad_batch(batch, tokenizer.pad_token_id)
+        optimizer.zero_grad()
+        logits = model(inputs).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss.backward()
+        optimizer.step()
+        log.losses.append(loss.item())
+        log.batch_lengths.append([len(e.input_ids) for e in batch])
+        log.step_done()
+    return log
+
+
+def pad_batch(batch: list[Example], pad_id: int) -> tuple[Any, Any]:
+    """The book's collate: pad every record to the longest; inputs drop the last column, targets the
+    first; padding is -100 in the targets (a record's own EOS stays, as it carries a label)."""
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, example in enumerate(batch):
+        ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        labels[row, : len(example.labels)] = torch.tensor(example.labels)
+    return ids[:, :-1], labels[:, 1:]
+
+
+def trl_defaults(spec: dict[str, Any]) -> StepLog:
+    """TRL's SFTTrainer with SFTConfig's defaults; only `use_cpu=True` added so that it runs without a GPU.
+
+    The run length and the data order are the benchmark's: max_steps, and a sequential sampler.
+    """
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from sft.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(spec["model"])
+    examples = train_examples(spec["data"], tokenizer, spec["steps"] * spec["batch_size"])
+    dataset = datasets.Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    with tempfile.TemporaryDirectory(prefix="sft-bench-trl-") as output_dir:
+        config = SFTConfig(
+            output_dir=output_dir, use_cpu=True, max_steps=spec["steps"],
+            per_device_train_batch_size=spec["batch_size"], train_sampling_strategy="sequential",
+            save_strategy="no", report_to="none",
+        )
+        trainer = instrumented(SFTTrainer)(
+            model=resolve_model(spec["model"]), args=config, train_dataset=dataset, processing_class=tokenizer
+        )
+        trainer.train()
+    return trainer.step_log
+
+
+def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
+    """sft's defaults plus the workload: batch, the book's optimiser settings, run length, order."""
+    return [
+        "--model_name_or_path", spec["model"], "--dataset_name", spec["data"],
+        "--per_device_train_batch_size", str(spec["batch_size"]),
+        "--learning_rate", str(LEARNING_RATE), "--weight_decay", str(WEIGHT_DECAY),
+        "--lr_scheduler_type", "constant", "--seed", str(SEED),
+        "--max_steps", str(spec["steps"]), "--max_train_records", str(spec["steps"] * spec["batch_size"]),
+        "--train_sampling_strategy", "sequential", "--eval_strategy", "no", "--output_dir", output_dir,
+        *spec.get("extra_args", []),
+    ]
+
+
+def sft_default(spec: dict[str, Any]) -> StepLog:
+    """`sft.train.train` itself, with the trainer class wrapped only to record step times and losses."""
+    import trl
+
+    from sft.config import parse_recipe
+    from sft.train import train
+
+    trl.SFTTrainer = instrumented(trl.SFTTrainer)  # train() imports it from trl when called
+    with tempfile.TemporaryDirectory(prefix="sft-bench-sft-") as output_dir:
+        train(*parse_recipe(sft_argv(spec, output_dir)))
+    return LAST[-1]
+
+
+PATHS = {"seed_loop": seed_loop, "trl_defaults": trl_defaults, "sft_default": sft_default}
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    log = PATHS[spec["path"]](spec)
+    return {"path": spec["path"], "threads": torch.get_num_threads(), **log.result()}
+
+
+if __name__ == "__main__":
+    from bench.child import child_main
+
+    child_main(run)
