@@ -51,7 +51,7 @@ def test_seed_recipe_matches_the_book() -> None:
     data_args, model_args, args = parse_recipe([str(REPO / "recipes" / "gpt2-medium.yaml")])
     assert model_args.model_name_or_path == "openai-community/gpt2-medium"
     assert (args.num_train_epochs, args.learning_rate, args.weight_decay) == (2, 5e-5, 0.1)
-    assert args.per_device_train_batch_size == 8 and args.optim.value == "adamw_torch"
+    assert args.per_device_train_batch_size == 8 and args.optim.value.startswith("adamw_torch")
     assert (data_args.train_fraction, data_args.test_fraction, data_args.split_shuffle) == (0.85, 0.10, False)
 
 
