@@ -10,20 +10,26 @@ class StepLog:
     """Wall-clock time at the end of each optimizer step, measured from `start`."""
 
     start: float = 0.0
+    start_cpu: float = 0.0
     ends: list[float] = field(default_factory=list)
+    cpu_ends: list[float] = field(default_factory=list)  # CPU seconds of all threads: contention shows as cores used
     losses: list[float] = field(default_factory=list)
     batch_lengths: list[list[int]] = field(default_factory=list)  # real tokens of each record, per step
 
     def begin(self) -> None:
         self.start = time.perf_counter()
+        self.start_cpu = time.process_time()
 
     def step_done(self) -> None:
         self.ends.append(time.perf_counter() - self.start)
+        self.cpu_ends.append(time.process_time() - self.start_cpu)
 
     def result(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("start")
+        data.pop("start_cpu")
         data["step_s"] = [b - a for a, b in zip([0.0, *self.ends], self.ends)]
+        data["step_cpu_s"] = [b - a for a, b in zip([0.0, *self.cpu_ends], self.cpu_ends)]
         return data
 
 

@@ -1,6 +1,6 @@
 """Training paths, one per child process: `python -m bench.train_paths --spec JSON --out FILE`.
 
-spec: {"path": seed_loop | trl_defaults | sft_default, "model": DIR or sft model name, "data": FILE,
+spec: {"path": seed_loop | trl_defaults | sft_default | sft_proposed, "model": DIR or sft model name, "data": FILE,
 "steps": N, "batch_size": 8}. Every path trains on the same batches, in the same order: consecutive runs
 of the first steps x batch_size training records of the seed split.
 """
@@ -98,20 +98,35 @@ def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
     ]
 
 
-def sft_default(spec: dict[str, Any]) -> StepLog:
-    """`sft.train.train` itself, with the trainer class wrapped only to record step times and losses."""
+def sft_train(spec: dict[str, Any], trainer_class: type) -> StepLog:
+    """`sft.train.train` itself, with `trainer_class` (wrapped to record step times and losses) in
+    place of SFTTrainer."""
     import trl
 
     from sft.config import parse_recipe
     from sft.train import train
 
-    trl.SFTTrainer = instrumented(trl.SFTTrainer)  # train() imports it from trl when called
+    trl.SFTTrainer = instrumented(trainer_class)  # train() imports it from trl when called
     with tempfile.TemporaryDirectory(prefix="sft-bench-sft-") as output_dir:
         train(*parse_recipe(sft_argv(spec, output_dir)))
     return LAST[-1]
 
 
-PATHS = {"seed_loop": seed_loop, "trl_defaults": trl_defaults, "sft_default": sft_default}
+def sft_default(spec: dict[str, Any]) -> StepLog:
+    import trl
+
+    return sft_train(spec, trl.SFTTrainer)
+
+
+def sft_proposed(spec: dict[str, Any]) -> StepLog:
+    """sft's path with the changes in bench/proposed.py."""
+    from bench.proposed import LeanLossSFTTrainer
+
+    return sft_train(spec, LeanLossSFTTrainer)
+
+
+PATHS = {"seed_loop": seed_loop, "trl_defaults": trl_defaults, "sft_default": sft_default,
+         "sft_proposed": sft_proposed}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:

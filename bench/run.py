@@ -1,0 +1,178 @@
+"""Benchmarks: sft's training and generation paths against the seed's and the libraries' defaults.
+
+    python -m bench.run --quick     # GPT-2-medium shape, short runs (make bench-quick)
+    python -m bench.run --full      # longer runs, every prompt, SmolLM2-135M too (make bench)
+
+Every comparison runs its paths side by side in this one invocation, on the same data and machine,
+each training path in its own process. Results go to bench/results/*.json; tables are printed.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.workload import BATCH_SIZE, DEFAULT_DATA, REPO
+
+RESULTS = REPO / "bench" / "results"
+# Steps per training run (the first is warm-up and is not timed). Generation: prompts per path, each
+# continued for max_new_tokens. The seed's way re-runs the whole sequence for every token (about a token
+# a second here): it generates a few tokens for real and its full-length time comes from timed steps.
+MODES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "train": {"gpt2-medium": 2},
+        "train_paths": ("sft_default", "sft_proposed", "seed_loop", "trl_defaults"),
+        "generate": {"max_new_tokens": 256, "prompts": {"sft_batched": 8, "hf_generate": 1},
+                     "seed_way": {"new_tokens": 8, "samples": 6}},
+    },
+    "full": {
+        "train": {"gpt2-medium": 6, "smollm2-135m-instruct": 6},
+        "train_paths": ("sft_default", "sft_proposed", "seed_loop", "trl_defaults"),
+        "generate": {"max_new_tokens": 256, "prompts": {"sft_batched": 110, "hf_generate": 8},
+                     "seed_way": {"new_tokens": 32, "samples": 16}, "extra_batch_sizes": [32]},
+    },
+}
+CHILD_TIMEOUT_S = 3600
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="short runs (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="longer runs, every prompt")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"seed data file (default {DEFAULT_DATA})")
+    parser.add_argument("--only", choices=["train", "generate"], help="run one benchmark")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go")
+    parser.set_defaults(mode="quick")
+    return parser.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def model_shape(model: str) -> dict[str, int]:
+    """Parameter counts from the config alone (meta tensors: nothing is allocated)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bench.flops import shape_of
+    from sft.models import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(model))
+    with torch.device("meta"):
+        return shape_of(AutoModelForCausalLM.from_config(config))
+
+
+def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, peak: float) -> dict[str, Any]:
+    from bench.assets import model_dir
+    from bench.child import run_child
+
+    paths: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    shape = model_shape(model_dir(model))
+    for path in names:
+        say(f"train {model}: {path}, {steps} steps of {BATCH_SIZE} records")
+        spec = {"path": path, "model": model_dir(model), "data": str(data), "steps": steps, "batch_size": BATCH_SIZE}
+        raw[path] = run_child("bench.train_paths", spec, CHILD_TIMEOUT_S)
+        paths[path] = report.training_figures(raw[path], shape, peak)
+        say(f"  {paths[path]['tokens_per_s']:.1f} real tokens/s, {paths[path]['s_per_step']:.2f} s/step, "
+            f"peak RSS {paths[path]['peak_rss_gb']:.2f} GB, final loss {paths[path]['final_loss']:.4f}")
+    same = all(r["batch_lengths"] == raw[names[0]]["batch_lengths"] for r in raw.values())
+    if not same:
+        raise SystemExit(f"train {model}: the paths did not see the same batches; see the raw results")
+    report.add_training_ratios(paths)
+    return {"model": model, "steps": steps, "batch_size": BATCH_SIZE, "shape": shape, "matmul_peak_gflops": peak,
+            "paths": paths, "raw": raw}
+
+
+def generate_benchmark(settings: dict[str, Any], data: Path) -> dict[str, Any]:
+    from bench.assets import model_dir
+    from bench.child import run_child
+
+    say(f"generate gpt2-medium: {settings['max_new_tokens']} new tokens per prompt; prompts per path "
+        f"{settings['prompts']}; the seed way: {settings['seed_way']['new_tokens']} tokens for real, the full "
+        f"length from {settings['seed_way']['samples']} timed steps")
+    spec = {"model": model_dir("gpt2-medium"), "data": str(data), "batch_size": BATCH_SIZE, **settings}
+    result = run_child("bench.generate_paths", spec, CHILD_TIMEOUT_S)
+    report.add_generation_ratios(result["paths"])
+    for name, f in result["paths"].items():
+        say(f"  {name}: {f['prompts']} prompts, {f['new_tokens']} tokens in {f['seconds']:.1f} s"
+            f"{' (estimated)' if name == 'seed_way' else ''}, {f['tokens_per_s']:.2f} tokens/s")
+    return {"model": "gpt2-medium", **result}
+
+
+def environment() -> dict[str, Any]:
+    import torch
+    import transformers
+    import trl
+
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+        "load_average_start": os.getloadavg()[0],
+    }
+
+
+def write(results_dir: Path, name: str, data: dict[str, Any]) -> None:
+    from sft.paths import atomic_write_json
+
+    atomic_write_json(results_dir / f"{name}.json", data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.assets import gpt2_medium_dir
+    from bench.flops import matmul_peak_gflops
+
+    args = parse_args(argv)
+    if not args.data.is_file():
+        raise SystemExit(f"seed data not found: {args.data}; pass --data PATH")
+    settings = MODES[args.mode]
+    started = time.perf_counter()
+    env = environment()
+    if env["load_average_start"] > 0.5:
+        say(f"note: load average {env['load_average_start']:.1f}: other work shares the CPU, timings will be noisy")
+    gpt2_medium_dir()  # built once (tokenizer from the whisper sdist, seeded random weights)
+    peak_before = matmul_peak_gflops()
+    say(f"fp32 matmul peak {peak_before:.1f} GFLOP/s ({env['torch_threads']} threads)")
+
+    train_results: dict[str, Any] = {}
+    if args.only in (None, "train"):
+        for model, steps in settings["train"].items():
+            train_results[model] = train_benchmark(model, steps, settings["train_paths"], args.data, peak_before)
+    generate_result = generate_benchmark(settings["generate"], args.data) if args.only in (None, "generate") else None
+
+    # The peak is measured again at the end: MFU is taken against the better of the two.
+    peak = max(peak_before, matmul_peak_gflops())
+    env.update(matmul_peak_gflops={"start": peak_before, "end": peak, "used": peak},
+               load_average_end=os.getloadavg()[0], mode=args.mode, wall_s=time.perf_counter() - started)
+    for model, result in train_results.items():
+        shape = result["shape"]
+        result["paths"] = {k: report.training_figures(result["raw"][k], shape, peak) for k in result["raw"]}
+        report.add_training_ratios(result["paths"])
+        result["matmul_peak_gflops"] = peak
+        write(args.results, f"train-{model}", {"environment": env, **result})
+    if generate_result:
+        write(args.results, "generate-gpt2-medium", {"environment": env, **generate_result})
+    values = report.summary(train_results.get("gpt2-medium"), generate_result)
+    write(args.results, "summary", {**values, "environment": env})
+
+    print()
+    for model, result in train_results.items():
+        print(report.training_table(model, result), end="\n\n")
+    if generate_result:
+        print(report.generation_table("gpt2-medium", generate_result), end="\n\n")
+    print(report.summary_table(values))
+    print(f"\n{args.mode} run, {env['wall_s'] / 60:.1f} min; fp32 matmul peak {peak:.0f} GFLOP/s; load average "
+          f"{env['load_average_start']:.1f} at start, {env['load_average_end']:.1f} at end; "
+          f"results in {args.results}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
