@@ -41,10 +41,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     import datasets
     import transformers
     from transformers import PrinterCallback, set_seed
-    from trl import SFTTrainer
 
     from sft.data.template import DEFAULT_PREAMBLE, PromptTemplate
     from sft.data.tokenize import tokenize_dataset
+    from sft.lean_loss import LeanLossSFTTrainer
     from sft.models import load_model, load_tokenizer, resolve_model
     from sft.peft_setup import build_peft_config, quantization_config
     from sft.progress import TrainingProgress
@@ -91,7 +91,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     training_args.include_num_input_tokens_seen = "all" if training_args.padding_free else "non_padding"
     training_args.disable_tqdm = True  # our own bar shows loss, tokens/s and time left
 
-    trainer = SFTTrainer(
+    trainer = LeanLossSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_set,
