@@ -8,6 +8,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 TORCH_CPU ?= torch==2.13.0
 OUT ?= out
 DATA ?= ../shared/data/instruction-data.json
+RECIPE ?= recipes/smollm2-135m.yaml
 
 .PHONY: install test lint demo reproduce bench bench-quick clean
 
@@ -34,7 +35,7 @@ demo: install
 	$(VENV)/bin/sft demo --output-dir $(OUT)/demo
 
 reproduce: install
-	$(VENV)/bin/sft reproduce --data $(DATA) --output-dir $(OUT)
+	$(VENV)/bin/sft reproduce --data $(DATA) --output-dir $(OUT) --recipe $(RECIPE)
 
 bench: install
 	$(PY) -m bench.run --full
