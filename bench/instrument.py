@@ -15,6 +15,7 @@ class StepLog:
     cpu_ends: list[float] = field(default_factory=list)  # CPU seconds of all threads: contention shows as cores used
     losses: list[float] = field(default_factory=list)
     batch_lengths: list[list[int]] = field(default_factory=list)  # real tokens of each record, per step
+    settings: dict[str, Any] = field(default_factory=dict)  # what the trainer actually ran with
 
     def begin(self) -> None:
         self.start = time.perf_counter()
@@ -43,36 +44,40 @@ def record_lengths(inputs: dict[str, Any]) -> list[int]:
     return [b - a for a, b in zip(starts, starts[1:])]
 
 
-# The most recent instrumented trainer, for a caller that gets no handle on it (sft.train.train).
-LAST: list[StepLog] = []
+def instrument_trainers() -> StepLog:
+    """Make every Trainer built from now on in this process fill the returned StepLog.
 
+    The hooks sit on `transformers.Trainer` itself (its `training_step`, which subclasses such as
+    SFTTrainer call through `super()`, and its default callbacks), so they hold whichever trainer
+    class the measured code builds; nothing about training changes.
+    """
+    from transformers import Trainer, TrainerCallback
+    from transformers import trainer as trainer_module
 
-def instrumented(trainer_class: type) -> type:
-    """A subclass of a Trainer class that fills a StepLog; nothing else about training changes."""
-    from transformers import TrainerCallback
+    log = StepLog()
 
     class Clock(TrainerCallback):
-        def __init__(self, log: StepLog) -> None:
-            self.log = log
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.log.begin()
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            log.settings = {
+                "bf16_autocast": bool(args.bf16), "gradient_checkpointing": bool(args.gradient_checkpointing),
+                "padding_free": bool(getattr(args, "padding_free", False)), "optimizer": args.optim,
+                "dtype": str(next(model.parameters()).dtype) if model is not None else None,
+                "checkpointing_active": bool(getattr(model, "is_gradient_checkpointing", False)),
+            }
+            log.begin()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.log.step_done()
+            log.step_done()
 
-    class Instrumented(trainer_class):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.step_log = StepLog()
-            LAST.append(self.step_log)
-            self.add_callback(Clock(self.step_log))
+    original = Trainer.training_step
 
-        def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-            self.step_log.batch_lengths.append(record_lengths(inputs))
-            loss = super().training_step(model, inputs, *args, **kwargs)
-            self.step_log.losses.append(float(loss))
-            return loss
+    def training_step(self: Any, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        log.settings["trainer"] = type(self).__name__
+        log.batch_lengths.append(record_lengths(inputs))
+        loss = original(self, model, inputs, *args, **kwargs)
+        log.losses.append(float(loss))
+        return loss
 
-    Instrumented.__name__ = trainer_class.__name__
-    return Instrumented
+    Trainer.training_step = training_step
+    trainer_module.DEFAULT_CALLBACKS.append(Clock())
+    return log

@@ -19,6 +19,7 @@ TRAIN_LABELS = {
     "trl_defaults": "TRL SFTTrainer defaults (use_cpu)",
     "sft_default": "sft default (padding-free)",
     "sft_proposed": "sft + proposed changes",
+    "sft_bf16": "sft + bf16 autocast (not fp32)",
 }
 GENERATE_LABELS = {
     "seed_way": "seed way (1 prompt, no KV cache)",

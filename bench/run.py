@@ -25,7 +25,7 @@ RESULTS = REPO / "bench" / "results"
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "train": {"gpt2-medium": 2},
-        "train_paths": ("sft_default", "sft_proposed", "seed_loop", "trl_defaults"),
+        "train_paths": ("sft_default", "seed_loop", "trl_defaults"),
         "generate": {"max_new_tokens": 256, "prompts": {"sft_batched": 8, "hf_generate": 1},
                      "seed_way": {"new_tokens": 8, "samples": 6}},
     },
@@ -46,7 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="longer runs, every prompt")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"seed data file (default {DEFAULT_DATA})")
     parser.add_argument("--only", choices=["train", "generate"], help="run one benchmark")
+    parser.add_argument("--train-paths", help="comma-separated training paths instead of the mode's, from "
+                        "sft_default, sft_proposed, seed_loop, trl_defaults")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                        help="before each path, wait up to SECONDS for other processes to leave the CPU idle")
     parser.set_defaults(mode="quick")
     return parser.parse_args(argv)
 
@@ -68,7 +72,20 @@ def model_shape(model: str) -> dict[str, int]:
         return shape_of(AutoModelForCausalLM.from_config(config))
 
 
-def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, peak: float) -> dict[str, Any]:
+def settle(max_wait_s: float) -> None:
+    if max_wait_s <= 0:
+        return
+    from bench.quiet import wait_until_quiet
+
+    waited, busy = wait_until_quiet(max_wait_s)
+    if busy:
+        say(f"  still busy after {waited:.0f} s: {'; '.join(busy)[:200]}")
+    elif waited > 10:
+        say(f"  waited {waited:.0f} s for the CPU to be idle")
+
+
+def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, peak: float,
+                    wait_s: float) -> dict[str, Any]:
     from bench.assets import model_dir
     from bench.child import run_child
 
@@ -76,12 +93,14 @@ def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, 
     raw: dict[str, Any] = {}
     shape = model_shape(model_dir(model))
     for path in names:
+        settle(wait_s)
         say(f"train {model}: {path}, {steps} steps of {BATCH_SIZE} records")
         spec = {"path": path, "model": model_dir(model), "data": str(data), "steps": steps, "batch_size": BATCH_SIZE}
         raw[path] = run_child("bench.train_paths", spec, CHILD_TIMEOUT_S)
         paths[path] = report.training_figures(raw[path], shape, peak)
-        say(f"  {paths[path]['tokens_per_s']:.1f} real tokens/s, {paths[path]['s_per_step']:.2f} s/step, "
-            f"peak RSS {paths[path]['peak_rss_gb']:.2f} GB, final loss {paths[path]['final_loss']:.4f}")
+        f = paths[path]
+        say(f"  {f['tokens_per_s']:.1f} real tokens/s, {f['s_per_step']:.2f} s/step, "
+            f"peak RSS {f['peak_rss_gb']:.2f} GB, final loss {f['final_loss']:.4f}, {f['cores_used']:.1f} cores used")
     same = all(r["batch_lengths"] == raw[names[0]]["batch_lengths"] for r in raw.values())
     if not same:
         raise SystemExit(f"train {model}: the paths did not see the same batches; see the raw results")
@@ -90,10 +109,11 @@ def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, 
             "paths": paths, "raw": raw}
 
 
-def generate_benchmark(settings: dict[str, Any], data: Path) -> dict[str, Any]:
+def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float) -> dict[str, Any]:
     from bench.assets import model_dir
     from bench.child import run_child
 
+    settle(wait_s)
     say(f"generate gpt2-medium: {settings['max_new_tokens']} new tokens per prompt; prompts per path "
         f"{settings['prompts']}; the seed way: {settings['seed_way']['new_tokens']} tokens for real, the full "
         f"length from {settings['seed_way']['samples']} timed steps")
@@ -132,20 +152,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.data.is_file():
         raise SystemExit(f"seed data not found: {args.data}; pass --data PATH")
-    settings = MODES[args.mode]
+    settings = dict(MODES[args.mode])
+    if args.train_paths:
+        settings["train_paths"] = tuple(args.train_paths.split(","))
+        unknown = set(settings["train_paths"]) - set(report.TRAIN_LABELS)
+        if unknown:
+            raise SystemExit(f"unknown training path(s): {', '.join(sorted(unknown))}")
     started = time.perf_counter()
     env = environment()
     if env["load_average_start"] > 0.5:
         say(f"note: load average {env['load_average_start']:.1f}: other work shares the CPU, timings will be noisy")
     gpt2_medium_dir()  # built once (tokenizer from the whisper sdist, seeded random weights)
+    settle(args.wait_quiet)
     peak_before = matmul_peak_gflops()
     say(f"fp32 matmul peak {peak_before:.1f} GFLOP/s ({env['torch_threads']} threads)")
 
     train_results: dict[str, Any] = {}
     if args.only in (None, "train"):
         for model, steps in settings["train"].items():
-            train_results[model] = train_benchmark(model, steps, settings["train_paths"], args.data, peak_before)
-    generate_result = generate_benchmark(settings["generate"], args.data) if args.only in (None, "generate") else None
+            train_results[model] = train_benchmark(model, steps, settings["train_paths"], args.data, peak_before,
+                                                     args.wait_quiet)
+    generate_result = None
+    if args.only in (None, "generate"):
+        generate_result = generate_benchmark(settings["generate"], args.data, args.wait_quiet)
 
     # The peak is measured again at the end: MFU is taken against the better of the two.
     peak = max(peak_before, matmul_peak_gflops())

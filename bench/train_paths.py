@@ -1,14 +1,15 @@
 """Training paths, one per child process: `python -m bench.train_paths --spec JSON --out FILE`.
 
-spec: {"path": seed_loop | trl_defaults | sft_default | sft_proposed, "model": DIR or sft model name, "data": FILE,
-"steps": N, "batch_size": 8}. Every path trains on the same batches, in the same order: consecutive runs
-of the first steps x batch_size training records of the seed split.
+spec: {"path": one of PATHS, "model": DIR or sft model name, "data": FILE, "steps": N, "batch_size": 8}.
+Every path trains on the same batches, in the same order: consecutive runs of the first
+steps x batch_size training records of the seed split.
 """
 
+import os
 import tempfile
 from typing import Any
 
-from bench.instrument import LAST, StepLog, instrumented
+from bench.instrument import StepLog, instrument_trainers
 from bench.workload import Example, batches, train_examples
 
 # The book's chapter 7 settings, shared by the paths whose losses are compared.
@@ -72,17 +73,18 @@ def trl_defaults(spec: dict[str, Any]) -> StepLog:
     tokenizer = load_tokenizer(spec["model"])
     examples = train_examples(spec["data"], tokenizer, spec["steps"] * spec["batch_size"])
     dataset = datasets.Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    log = instrument_trainers()
     with tempfile.TemporaryDirectory(prefix="sft-bench-trl-") as output_dir:
         config = SFTConfig(
             output_dir=output_dir, use_cpu=True, max_steps=spec["steps"],
             per_device_train_batch_size=spec["batch_size"], train_sampling_strategy="sequential",
             save_strategy="no", report_to="none",
         )
-        trainer = instrumented(SFTTrainer)(
+        trainer = SFTTrainer(
             model=resolve_model(spec["model"]), args=config, train_dataset=dataset, processing_class=tokenizer
         )
         trainer.train()
-    return trainer.step_log
+    return log
 
 
 def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
@@ -98,42 +100,43 @@ def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
     ]
 
 
-def sft_train(spec: dict[str, Any], trainer_class: type) -> StepLog:
-    """`sft.train.train` itself, with `trainer_class` (wrapped to record step times and losses) in
-    place of SFTTrainer."""
-    import trl
-
+def sft_default(spec: dict[str, Any]) -> StepLog:
+    """`sft.train.train` itself."""
     from sft.config import parse_recipe
     from sft.train import train
 
-    trl.SFTTrainer = instrumented(trainer_class)  # train() imports it from trl when called
+    log = instrument_trainers()
     with tempfile.TemporaryDirectory(prefix="sft-bench-sft-") as output_dir:
         train(*parse_recipe(sft_argv(spec, output_dir)))
-    return LAST[-1]
-
-
-def sft_default(spec: dict[str, Any]) -> StepLog:
-    import trl
-
-    return sft_train(spec, trl.SFTTrainer)
+    return log
 
 
 def sft_proposed(spec: dict[str, Any]) -> StepLog:
-    """sft's path with the changes in bench/proposed.py."""
+    """`sft.train.train` with the trainer of bench/proposed.py in place of TRL's SFTTrainer."""
+    import trl
+
     from bench.proposed import LeanLossSFTTrainer
 
-    return sft_train(spec, LeanLossSFTTrainer)
+    trl.SFTTrainer = LeanLossSFTTrainer  # train() imports it from trl when called
+    return sft_default(spec)
+
+
+def sft_bf16(spec: dict[str, Any]) -> StepLog:
+    """sft's path with bf16 autocast, which sft leaves off on CPUs (it pays only where bf16 is native)."""
+    return sft_default({**spec, "extra_args": [*spec.get("extra_args", []), "--bf16", "true", "--use_cpu", "true"]})
 
 
 PATHS = {"seed_loop": seed_loop, "trl_defaults": trl_defaults, "sft_default": sft_default,
-         "sft_proposed": sft_proposed}
+         "sft_proposed": sft_proposed, "sft_bf16": sft_bf16}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     log = PATHS[spec["path"]](spec)
-    return {"path": spec["path"], "threads": torch.get_num_threads(), **log.result()}
+    # A niced process gets only the CPU time others leave; its timings then say little.
+    return {"path": spec["path"], "threads": torch.get_num_threads(), "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            **log.result()}
 
 
 if __name__ == "__main__":
