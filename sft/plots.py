@@ -22,7 +22,8 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path) -> li
         axis.plot(*zip(*valid), linestyle="-.", marker="o", label="Validation loss")
     axis.set_xlabel("Epochs")
     axis.set_ylabel("Loss")
-    axis.legend(loc="upper right")
+    if train or valid:  # a run shorter than one logging interval has nothing to label
+        axis.legend(loc="upper right")
     if len(tokens) >= 2:
         # Tokens grow linearly enough with epochs to map one axis onto the other.
         (e0, t0), (e1, t1) = tokens[0], tokens[-1]
