@@ -1,11 +1,10 @@
-"""Generation paths, greedy, on one loaded model: `python -m bench.generate_paths --spec JSON --out FILE`.
+"""Generation paths, greedy, fp32, one per child process: `python -m bench.generate_paths --spec JSON --out FILE`.
 
-spec: {"model", "data", "max_new_tokens", "batch_size", "extra_batch_sizes": [...],
-"prompts": {"sft_batched": N, "hf_generate": N}, "seed_way": {"new_tokens": N, "samples": N}}.
-Each path takes the first prompts of the seed's test split; a random-init model never stops early, so
-each prompt yields max_new_tokens tokens and the slower path is given fewer prompts. The seed way runs
-about a token a second: it generates a short continuation for real, and its time for the full one is
-taken from timed steps spread over it (`seed_way_sampled`).
+spec: {"path": sft_batched | hf_generate | seed_way, "model", "data", "max_new_tokens", "prompts": N,
+"batch_size" (sft_batched), "real_tokens", "samples", "continuation" (seed_way)}. Each path takes the
+first N prompts of the seed's test split; a random-init model never stops early, so each prompt yields
+max_new_tokens tokens. The seed way runs about a token a second: it generates a short continuation for
+real, and its time for the full one is taken from timed steps spread over it (`seed_way_sampled`).
 """
 
 import time
@@ -92,13 +91,19 @@ def prompt_ids(tokenizer: Any, records: list[dict[str, str]]) -> list[list[int]]
     return encode_prompts(tokenizer, [template.render(r["instruction"], r.get("input") or "") for r in records])
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
+def measure(fn: Callable[[], list[list[int]] | list[Any]], prompt_lengths: list[int]) -> dict[str, Any]:
+    """Wall and CPU time around `fn`; CPU seconds per wall second below the thread count mean that
+    other work took cores from the path."""
+    wall, cpu = time.perf_counter(), time.process_time()
     value = fn()
-    return value, time.perf_counter() - start
+    seconds = time.perf_counter() - wall
+    return {"prompts": len(prompt_lengths), "seconds": seconds, "cores_used": (time.process_time() - cpu) / seconds,
+            "mean_prompt_tokens": sum(prompt_lengths) / len(prompt_lengths), "_value": value}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """One path: sft_batched (at spec["batch_size"]), hf_generate, or seed_way (which needs the
+    first prompt's continuation from hf_generate, passed as spec["continuation"])."""
     import torch
 
     from sft.data.template import PromptTemplate
@@ -108,58 +113,38 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     tokenizer = load_tokenizer(spec["model"], padding_side="left")
     model = load_model(spec["model"], dtype=torch.float32)
     model.eval()
-    records = test_prompts(spec["data"], tokenizer)
-    limit = spec["max_new_tokens"]
+    records = test_prompts(spec["data"], tokenizer)[: spec.get("prompts", 1)]
     lengths = [len(ids) for ids in prompt_ids(tokenizer, records)]
-    paths: dict[str, dict[str, Any]] = {}
-
-    def measure(fn: Callable[[], Any], prompts: int, new_tokens: int) -> dict[str, Any]:
-        cpu = time.process_time()
-        value, seconds = timed(fn)
-        return {"prompts": prompts, "new_tokens": new_tokens, "seconds": seconds,
-                "tokens_per_s": new_tokens / seconds, "cores_used": (time.process_time() - cpu) / seconds,
-                "mean_prompt_tokens": sum(lengths[:prompts]) / prompts, "_value": value}
-
-    # sft's batched path at its default batch size, and at any other sizes asked for.
-    texts: dict[str, str] = {}
-    for batch_size in [spec["batch_size"], *spec.get("extra_batch_sizes", [])]:
-        name = "sft_batched" if batch_size == spec["batch_size"] else f"sft_batched_{batch_size}"
-        n = spec["prompts"]["sft_batched"]
-        figures = measure(lambda b=batch_size, n=n: generate_responses(
-            model, tokenizer, records[:n], batch_size=b, max_new_tokens=limit, progress=False,
-            template=PromptTemplate()), n, 0)
+    limit = spec["max_new_tokens"]
+    path = spec["path"]
+    if path == "sft_batched":
+        figures = measure(lambda: generate_responses(
+            model, tokenizer, records, batch_size=spec["batch_size"], max_new_tokens=limit, progress=False,
+            template=PromptTemplate()), lengths)
         out = figures.pop("_value")
-        figures.update(new_tokens=sum(r.new_tokens for r in out), batch_size=batch_size)
-        figures["tokens_per_s"] = figures["new_tokens"] / figures["seconds"]
-        paths[name], texts[name] = figures, out[0].text
-
-    n = spec["prompts"]["hf_generate"]
-    figures = measure(lambda: hf_generate(model, tokenizer, records[:n], limit), n, 0)
-    continuations = figures.pop("_value")
-    figures["new_tokens"] = sum(map(len, continuations))
+        figures.update(new_tokens=sum(r.new_tokens for r in out), batch_size=spec["batch_size"],
+                       first_response=out[0].text)
+    elif path == "hf_generate":
+        figures = measure(lambda: hf_generate(model, tokenizer, records, limit), lengths)
+        out = figures.pop("_value")
+        figures.update(new_tokens=sum(map(len, out)), continuation=out[0],
+                       first_response=extract_response(tokenizer.decode(out[0])))
+    else:
+        # A short continuation generated for real, then the full one's time from a sample of its steps.
+        continuation = spec["continuation"]
+        real = measure(lambda: seed_way(model, tokenizer, records[:1], spec["real_tokens"]), lengths[:1])
+        generated = real.pop("_value")[0]
+        sampled = seed_way_sampled(model, prompt_ids(tokenizer, records[:1])[0], continuation, spec["samples"])
+        figures = {
+            "prompts": 1, "new_tokens": sampled["steps"], "seconds": sampled["seconds"],
+            "mean_prompt_tokens": lengths[0], "cores_used": real["cores_used"],
+            "timed_steps": sampled["timed_steps"], "agreeing_timed_steps": sampled["agreeing_tokens"],
+            "generated_for_real": len(generated), "real_tokens_per_s": len(generated) / real["seconds"],
+            "same_tokens": generated == continuation[: len(generated)]
+            and sampled["agreeing_tokens"] == sampled["timed_steps"],
+        }
     figures["tokens_per_s"] = figures["new_tokens"] / figures["seconds"]
-    paths["hf_generate"], texts["hf_generate"] = figures, extract_response(tokenizer.decode(continuations[0]))
-
-    # The seed way: a short continuation generated for real (checked against `generate`'s), and the
-    # full continuation's time from a sample of its steps.
-    real_tokens, samples = spec["seed_way"]["new_tokens"], spec["seed_way"]["samples"]
-    real = measure(lambda: seed_way(model, tokenizer, records[:1], real_tokens), 1, 0)
-    generated = real.pop("_value")[0]
-    sampled = seed_way_sampled(model, prompt_ids(tokenizer, records[:1])[0], continuations[0], samples)
-    paths["seed_way"] = {
-        "prompts": 1, "new_tokens": sampled["steps"], "seconds": sampled["seconds"],
-        "tokens_per_s": sampled["steps"] / sampled["seconds"], "mean_prompt_tokens": lengths[0],
-        "timed_steps": sampled["timed_steps"], "agreeing_timed_steps": sampled["agreeing_tokens"],
-        "generated_for_real": len(generated), "real_tokens_per_s": len(generated) / real["seconds"],
-        "cores_used": real["cores_used"],
-    }
-    # Greedy decoding gives every path the same response to the same prompt.
-    for name in paths:
-        paths[name]["same_first_response"] = texts.get(name, texts["hf_generate"]) == texts["hf_generate"]
-    paths["seed_way"]["same_first_response"] = (generated == continuations[0][: len(generated)]
-                                                and sampled["agreeing_tokens"] == sampled["timed_steps"])
-    return {"threads": torch.get_num_threads(), "max_new_tokens": limit, "batch_size": spec["batch_size"],
-            "paths": paths}
+    return {"path": path, "threads": torch.get_num_threads(), **figures}
 
 
 if __name__ == "__main__":

@@ -24,12 +24,15 @@ TRAIN_LABELS = {
 GENERATE_LABELS = {
     "seed_way": "seed way (1 prompt, no KV cache)",
     "hf_generate": "HF generate (1 prompt at a time)",
-    "sft_batched": "sft generate_responses (batch 8)",
+    "sft_batched": "sft generate_responses",
 }
 
 
-def training_figures(raw: dict[str, Any], shape: dict[str, int], peak_gflops: float) -> dict[str, Any]:
-    """Throughput over the steps after the first (which pays one-off allocation and warm-up costs)."""
+def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str, float]) -> dict[str, Any]:
+    """Throughput over the steps after the first (which pays one-off allocation and warm-up costs).
+    MFU is against the fp32 peak, or the bf16 peak for a path that ran under bf16 autocast."""
+    precision = "bfloat16" if raw.get("settings", {}).get("bf16_autocast") else "float32"
+    peak_gflops = peaks[precision]
     timed = slice(1, None) if len(raw["step_s"]) > 1 else slice(None)
     seconds = sum(raw["step_s"][timed])
     lengths = raw["batch_lengths"][timed]
@@ -41,6 +44,7 @@ def training_figures(raw: dict[str, Any], shape: dict[str, int], peak_gflops: fl
         "tokens_per_s": tokens / seconds,
         "model_tflops_per_s": flops / seconds / 1e12,
         "mfu": flops / seconds / (peak_gflops * 1e9),
+        "precision": precision,
         "final_loss": raw["losses"][-1],
         "peak_rss_gb": raw["peak_rss_gb"],
         "first_step_s": raw["step_s"][0],
@@ -69,25 +73,32 @@ def summary(train: dict[str, Any] | None, generate: dict[str, Any] | None) -> di
     for the same path with the proposed changes, and whether each meets its target."""
     values: dict[str, float] = {}
     if train:
-        values.update(training_summary(train["paths"], "sft_default"))
-        proposed = training_summary(train["paths"], "sft_proposed")
-        values.update({f"proposed_{key}": value for key, value in proposed.items()})
-        if "sft_proposed" in train["paths"] and "sft_default" in train["paths"]:
-            paths = train["paths"]
-            values["proposed_vs_default"] = paths["sft_proposed"]["tokens_per_s"] / paths["sft_default"]["tokens_per_s"]
+        paths = train["paths"]
+        for path, prefix in SUMMARY_PREFIXES.items():
+            values.update({f"{prefix}{key}": value for key, value in training_summary(paths, path).items()})
+            if prefix and path in paths and "sft_default" in paths:
+                values[f"{prefix}vs_default"] = paths[path]["tokens_per_s"] / paths["sft_default"]["tokens_per_s"]
     if generate:
-        sft = generate["paths"].get("sft_batched", {})
-        if "vs_seed_way" in sft:
-            values["generate_vs_seed_loop"] = sft["vs_seed_way"]
-        if "vs_hf_generate" in sft:
-            values["generate_vs_hf_generate"] = sft["vs_hf_generate"]
+        # sft's default batch size, and (proposed_) the largest other batch size measured
+        batched = sorted((k for k in generate["paths"] if k.startswith("sft_batched_")),
+                         key=lambda k: generate["paths"][k]["batch_size"])
+        for prefix, name in (("", "sft_batched"), ("proposed_", batched[-1] if batched else None)):
+            sft = generate["paths"].get(name or "", {})
+            if "vs_seed_way" in sft:
+                values[f"{prefix}generate_vs_seed_loop"] = sft["vs_seed_way"]
+            if "vs_hf_generate" in sft:
+                values[f"{prefix}generate_vs_hf_generate"] = sft["vs_hf_generate"]
     result: dict[str, Any] = {key: round(value, 4) for key, value in values.items()}
     result["targets"] = {}
     for key, value in values.items():
-        goal = TARGETS.get(key.removeprefix("proposed_"))
+        goal = TARGETS.get(key.removeprefix("proposed_").removeprefix("bf16_"))
         if goal:
             result["targets"][key] = {"target": goal[0], "kind": goal[1], "met": met(value, *goal)}
     return result
+
+
+# Summary keys for sft's default path, and prefixed for the variants measured beside it.
+SUMMARY_PREFIXES = {"sft_default": "", "sft_proposed": "proposed_", "sft_bf16": "bf16_"}
 
 
 def training_summary(paths: dict[str, dict[str, Any]], fast: str) -> dict[str, float]:
@@ -129,19 +140,22 @@ def training_table(model: str, result: dict[str, Any]) -> str:
             f"{f['peak_rss_gb']:.2f}", f"{f['final_loss']:.4f}", f"{f['cores_used']:.1f}",
         ])
     headers = [f"train {model}, batch {result['batch_size']}, {result['steps']} steps", "real tok/s", "s/step",
-               "vs seed", "vs TRL", "MFU", "peak RSS GB", "final loss", "cores used"]
+               "vs seed", "vs TRL", "MFU*", "peak RSS GB", "final loss", "cores used"]
     return table(headers, rows)
 
 
 def generation_label(name: str, figures: dict[str, Any]) -> str:
-    if name.startswith("sft_batched_"):
-        return f"sft generate_responses (batch {figures['batch_size']})"
+    if name.startswith("sft_batched"):
+        default = "" if name.startswith("sft_batched_") else ", default"
+        return f"sft generate_responses (batch {figures['batch_size']}{default})"
     return GENERATE_LABELS.get(name, name)
 
 
 def generation_table(model: str, result: dict[str, Any]) -> str:
     rows = []
-    for name, f in result["paths"].items():
+    order = sorted(result["paths"], key=lambda k: (not k.startswith("sft"), k == "seed_way", k))
+    for name in order:
+        f = result["paths"][name]
         measured = f"{f['prompts']} x {result['max_new_tokens']}"
         if name == "seed_way":
             measured = f"1 x {f['generated_for_real']} run, {f['timed_steps']}/{f['new_tokens']} steps timed"
@@ -157,10 +171,10 @@ def generation_table(model: str, result: dict[str, Any]) -> str:
 def summary_table(values: dict[str, Any]) -> str:
     rows = []
     for key, target in values["targets"].items():
-        percent = key.removeprefix("proposed_") in {"train_mfu", "train_loss_rel_diff"}
+        percent = key.removeprefix("proposed_").removeprefix("bf16_") in {"train_mfu", "train_loss_rel_diff"}
         shown = f"{100 * values[key]:.1f}%" if percent else f"{values[key]:.2f}"
         goal = f"{100 * target['target']:.0f}%" if percent else f"{target['target']}x"
         sign = ">=" if target["kind"] == "min" else "<="
         rows.append([key, shown, f"{sign} {goal}", "yes" if target["met"] else "NO"])
-    return table(["summary (GPT-2-medium shape; proposed_: sft + bench/proposed.py)", "value", "target", "met"],
-                 rows)
+    title = "summary, GPT-2-medium shape (proposed_: sft + bench/proposed.py; bf16_: sft + bf16 autocast)"
+    return table([title, "value", "target", "met"], rows)

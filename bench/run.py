@@ -25,15 +25,15 @@ RESULTS = REPO / "bench" / "results"
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "train": {"gpt2-medium": 2},
-        "train_paths": ("sft_default", "seed_loop", "trl_defaults"),
-        "generate": {"max_new_tokens": 256, "prompts": {"sft_batched": 8, "hf_generate": 1},
-                     "seed_way": {"new_tokens": 8, "samples": 6}},
+        "train_paths": ("sft_default", "sft_proposed", "seed_loop", "trl_defaults"),
+        "generate": {"max_new_tokens": 256, "sft_prompts": 8, "hf_prompts": 1, "seed_real_tokens": 8,
+                     "seed_samples": 6, "extra_batch_sizes": []},
     },
     "full": {
         "train": {"gpt2-medium": 6, "smollm2-135m-instruct": 6},
-        "train_paths": ("sft_default", "sft_proposed", "seed_loop", "trl_defaults"),
-        "generate": {"max_new_tokens": 256, "prompts": {"sft_batched": 110, "hf_generate": 8},
-                     "seed_way": {"new_tokens": 32, "samples": 16}, "extra_batch_sizes": [32]},
+        "train_paths": ("sft_default", "sft_proposed", "sft_bf16", "seed_loop", "trl_defaults"),
+        "generate": {"max_new_tokens": 256, "sft_prompts": 110, "hf_prompts": 8, "seed_real_tokens": 32,
+                     "seed_samples": 16, "extra_batch_sizes": [32]},
     },
 }
 CHILD_TIMEOUT_S = 3600
@@ -84,7 +84,7 @@ def settle(max_wait_s: float) -> None:
         say(f"  waited {waited:.0f} s for the CPU to be idle")
 
 
-def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, peak: float,
+def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, peaks: dict[str, float],
                     wait_s: float) -> dict[str, Any]:
     from bench.assets import model_dir
     from bench.child import run_child
@@ -97,7 +97,7 @@ def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, 
         say(f"train {model}: {path}, {steps} steps of {BATCH_SIZE} records")
         spec = {"path": path, "model": model_dir(model), "data": str(data), "steps": steps, "batch_size": BATCH_SIZE}
         raw[path] = run_child("bench.train_paths", spec, CHILD_TIMEOUT_S)
-        paths[path] = report.training_figures(raw[path], shape, peak)
+        paths[path] = report.training_figures(raw[path], shape, peaks)
         f = paths[path]
         say(f"  {f['tokens_per_s']:.1f} real tokens/s, {f['s_per_step']:.2f} s/step, "
             f"peak RSS {f['peak_rss_gb']:.2f} GB, final loss {f['final_loss']:.4f}, {f['cores_used']:.1f} cores used")
@@ -105,25 +105,43 @@ def train_benchmark(model: str, steps: int, names: tuple[str, ...], data: Path, 
     if not same:
         raise SystemExit(f"train {model}: the paths did not see the same batches; see the raw results")
     report.add_training_ratios(paths)
-    return {"model": model, "steps": steps, "batch_size": BATCH_SIZE, "shape": shape, "matmul_peak_gflops": peak,
-            "paths": paths, "raw": raw}
+    return {"model": model, "steps": steps, "batch_size": BATCH_SIZE, "shape": shape, "paths": paths, "raw": raw}
 
 
 def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float) -> dict[str, Any]:
+    """One process per path. `generate` runs first: the seed way's sampled steps need its continuation."""
     from bench.assets import model_dir
     from bench.child import run_child
+    from sft.generate import DEFAULT_BATCH_SIZE
 
-    settle(wait_s)
-    say(f"generate gpt2-medium: {settings['max_new_tokens']} new tokens per prompt; prompts per path "
-        f"{settings['prompts']}; the seed way: {settings['seed_way']['new_tokens']} tokens for real, the full "
-        f"length from {settings['seed_way']['samples']} timed steps")
-    spec = {"model": model_dir("gpt2-medium"), "data": str(data), "batch_size": BATCH_SIZE, **settings}
-    result = run_child("bench.generate_paths", spec, CHILD_TIMEOUT_S)
-    report.add_generation_ratios(result["paths"])
-    for name, f in result["paths"].items():
-        say(f"  {name}: {f['prompts']} prompts, {f['new_tokens']} tokens in {f['seconds']:.1f} s"
-            f"{' (estimated)' if name == 'seed_way' else ''}, {f['tokens_per_s']:.2f} tokens/s")
-    return {"model": "gpt2-medium", **result}
+    limit = settings["max_new_tokens"]
+    base = {"model": model_dir("gpt2-medium"), "data": str(data), "max_new_tokens": limit}
+    runs = [("hf_generate", {"path": "hf_generate", "prompts": settings["hf_prompts"]})]
+    for batch_size in [DEFAULT_BATCH_SIZE, *settings["extra_batch_sizes"]]:
+        name = "sft_batched" if batch_size == DEFAULT_BATCH_SIZE else f"sft_batched_{batch_size}"
+        runs.append((name, {"path": "sft_batched", "prompts": settings["sft_prompts"], "batch_size": batch_size}))
+    runs.append(("seed_way", {"path": "seed_way", "real_tokens": settings["seed_real_tokens"],
+                              "samples": settings["seed_samples"]}))
+    paths: dict[str, dict[str, Any]] = {}
+    for name, spec in runs:
+        settle(wait_s)
+        if name == "seed_way":
+            spec["continuation"] = paths["hf_generate"]["continuation"]
+            say(f"generate gpt2-medium: {name}, 1 prompt, {spec['real_tokens']} tokens for real, {limit} from "
+                f"{spec['samples']} timed steps")
+        else:
+            say(f"generate gpt2-medium: {name}, {spec['prompts']} prompts x {limit} new tokens")
+        paths[name] = run_child("bench.generate_paths", {**base, **spec}, CHILD_TIMEOUT_S)
+        f = paths[name]
+        say(f"  {f['tokens_per_s']:.2f} tokens/s{' (estimated)' if name == 'seed_way' else ''}, "
+            f"{f['cores_used']:.1f} cores used")
+    reference = paths["hf_generate"]["first_response"]
+    for name, f in paths.items():
+        f["same_first_response"] = f.pop("same_tokens") if name == "seed_way" else f["first_response"] == reference
+    paths["hf_generate"].pop("continuation")
+    report.add_generation_ratios(paths)
+    return {"model": "gpt2-medium", "max_new_tokens": limit, "default_batch_size": DEFAULT_BATCH_SIZE,
+            "settings": settings, "paths": paths}
 
 
 def environment() -> dict[str, Any]:
@@ -164,27 +182,29 @@ def main(argv: list[str] | None = None) -> int:
         say(f"note: load average {env['load_average_start']:.1f}: other work shares the CPU, timings will be noisy")
     gpt2_medium_dir()  # built once (tokenizer from the whisper sdist, seeded random weights)
     settle(args.wait_quiet)
-    peak_before = matmul_peak_gflops()
-    say(f"fp32 matmul peak {peak_before:.1f} GFLOP/s ({env['torch_threads']} threads)")
+    peaks_start = {dtype: matmul_peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
+    say(f"matmul peak {peaks_start['float32']:.0f} GFLOP/s fp32, {peaks_start['bfloat16']:.0f} bf16 "
+        f"({env['torch_threads']} threads)")
 
     train_results: dict[str, Any] = {}
     if args.only in (None, "train"):
         for model, steps in settings["train"].items():
-            train_results[model] = train_benchmark(model, steps, settings["train_paths"], args.data, peak_before,
+            train_results[model] = train_benchmark(model, steps, settings["train_paths"], args.data, peaks_start,
                                                      args.wait_quiet)
     generate_result = None
     if args.only in (None, "generate"):
         generate_result = generate_benchmark(settings["generate"], args.data, args.wait_quiet)
 
-    # The peak is measured again at the end: MFU is taken against the better of the two.
-    peak = max(peak_before, matmul_peak_gflops())
-    env.update(matmul_peak_gflops={"start": peak_before, "end": peak, "used": peak},
+    # The peaks are measured again at the end: MFU is taken against the better of the two.
+    settle(args.wait_quiet)
+    peaks_end = {dtype: matmul_peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
+    peaks = {dtype: max(peaks_start[dtype], peaks_end[dtype]) for dtype in peaks_start}
+    env.update(matmul_peak_gflops={"start": peaks_start, "end": peaks_end, "used": peaks},
                load_average_end=os.getloadavg()[0], mode=args.mode, wall_s=time.perf_counter() - started)
     for model, result in train_results.items():
         shape = result["shape"]
-        result["paths"] = {k: report.training_figures(result["raw"][k], shape, peak) for k in result["raw"]}
+        result["paths"] = {k: report.training_figures(result["raw"][k], shape, peaks) for k in result["raw"]}
         report.add_training_ratios(result["paths"])
-        result["matmul_peak_gflops"] = peak
         write(args.results, f"train-{model}", {"environment": env, **result})
     if generate_result:
         write(args.results, "generate-gpt2-medium", {"environment": env, **generate_result})
@@ -197,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     if generate_result:
         print(report.generation_table("gpt2-medium", generate_result), end="\n\n")
     print(report.summary_table(values))
-    print(f"\n{args.mode} run, {env['wall_s'] / 60:.1f} min; fp32 matmul peak {peak:.0f} GFLOP/s; load average "
-          f"{env['load_average_start']:.1f} at start, {env['load_average_end']:.1f} at end; "
-          f"results in {args.results}/")
+    print(f"\n*MFU: model FLOPs/s over the fp32 matmul peak ({peaks['float32']:.0f} GFLOP/s here), or the bf16 "
+          f"peak ({peaks['bfloat16']:.0f}) for paths under bf16 autocast.")
+    print(f"{args.mode} run, {env['wall_s'] / 60:.1f} min; load average {env['load_average_start']:.1f} at start, "
+          f"{env['load_average_end']:.1f} at end; results in {args.results}/")
     return 0
 
 
