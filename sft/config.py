@@ -96,7 +96,9 @@ class TrainingConfig(SFTConfig):
     )
     # TRL asks for bf16 everywhere; CPUs without bf16 units emulate it and run several times slower.
     bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; unset means on only where the GPU runs bf16 natively."}
+        default=None,
+        metadata={"help": "bf16 mixed precision (weights and optimizer stay fp32); unset means on where the "
+                  "hardware runs bf16 natively: a GPU with bf16, or a CPU with AVX512-BF16 or AMX."},
     )
     logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When to compute validation loss."})
@@ -115,12 +117,16 @@ class TrainingConfig(SFTConfig):
     seed: int = field(default=123, metadata={"help": "Random seed for initialisation and shuffling."})
 
     def __post_init__(self) -> None:
+        import torch
+
         if self.bf16 is None:
-            import torch
+            from sft.models import cpu_runs_bf16, default_dtype
 
-            from sft.models import default_dtype
-
-            self.bf16 = default_dtype() == torch.bfloat16 and not self.fp16
+            on_gpu = torch.cuda.is_available() and not self.use_cpu
+            native = default_dtype() == torch.bfloat16 if on_gpu else cpu_runs_bf16()
+            self.bf16 = native and not self.fp16
+            if self.bf16 and not on_gpu:
+                self.use_cpu = True  # Transformers autocasts to bf16 on a CPU only when told it trains there
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             # Several processes and no GPU: Accelerate builds a gloo group only when told to use the CPU.
             self.use_cpu = True

@@ -69,10 +69,20 @@ def test_cli_overrides_recipe() -> None:
     assert args.learning_rate == 0.5 and args.output_dir == "elsewhere"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU rule applies without a GPU")
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_autocast_only_where_the_cpu_runs_it(monkeypatch, native: bool) -> None:
+    monkeypatch.setattr("sft.models.cpu_runs_bf16", lambda: native)
+    _, _, args = parse_recipe([TINY])
+    assert args.bf16 is native  # never emulated bf16, which is slower than fp32
+    if native:
+        assert args.use_cpu is True  # without it Transformers refuses bf16 on a machine with no GPU
+    _, _, forced = parse_recipe([TINY, "--bf16", "false"])
+    assert forced.bf16 is False
+
+
 def test_cpu_defaults_are_fast() -> None:
     _, _, args = parse_recipe([TINY])
-    if not torch.cuda.is_available():
-        assert args.bf16 is False  # no bf16 emulation on CPUs
     assert args.activation_checkpointing is False and args.gradient_checkpointing is False
     assert args.padding_free is True
     assert args.report_to in ([], "none", ["none"])
