@@ -15,7 +15,9 @@ from typing import Any
 from sft.data.template import PromptTemplate
 from sft.errors import SFTError
 
-DEFAULT_BATCH_SIZE = 8
+# Decoding on a CPU is bound by reading the weights once per step, so more rows per step come almost
+# free: 32 prompts together gave 2x the tokens/s of 8 on GPT-2 medium, the same responses (bench/).
+DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_NEW_TOKENS = 256
 # A model that never learned to stop tends to go on with the next `### Instruction:` block.
 HEADER_LINE = re.compile(r"^###\s", re.MULTILINE)
