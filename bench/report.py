@@ -17,9 +17,8 @@ TARGETS = {
 TRAIN_LABELS = {
     "seed_loop": "seed loop (padded, book ch. 7)",
     "trl_defaults": "TRL SFTTrainer defaults (use_cpu)",
-    "sft_default": "sft default (padding-free)",
-    "sft_proposed": "sft + proposed changes",
-    "sft_bf16": "sft + bf16 autocast (not fp32)",
+    "sft_default": "sft default (padding-free; bf16 autocast where native)",
+    "sft_fp32": "sft default held to fp32",
 }
 GENERATE_LABELS = {
     "seed_way": "seed way (1 prompt, no KV cache)",
@@ -69,36 +68,33 @@ def add_generation_ratios(paths: dict[str, dict[str, Any]]) -> None:
 
 
 def summary(train: dict[str, Any] | None, generate: dict[str, Any] | None) -> dict[str, Any]:
-    """The headline ratios (GPT-2-medium shape), for sft's default path and, prefixed `proposed_`,
-    for the same path with the proposed changes, and whether each meets its target."""
+    """The headline ratios (GPT-2-medium shape) for sft's default path and, prefixed `fp32_`, for the same
+    path held to fp32; generation at sft's default batch size; and whether each meets its target."""
     values: dict[str, float] = {}
     if train:
-        paths = train["paths"]
         for path, prefix in SUMMARY_PREFIXES.items():
-            values.update({f"{prefix}{key}": value for key, value in training_summary(paths, path).items()})
-            if prefix and path in paths and "sft_default" in paths:
-                values[f"{prefix}vs_default"] = paths[path]["tokens_per_s"] / paths["sft_default"]["tokens_per_s"]
+            values.update({f"{prefix}{key}": value for key, value in training_summary(train["paths"], path).items()})
     if generate:
-        # sft's default batch size, and (proposed_) the largest other batch size measured
-        batched = sorted((k for k in generate["paths"] if k.startswith("sft_batched_")),
-                         key=lambda k: generate["paths"][k]["batch_size"])
-        for prefix, name in (("", "sft_batched"), ("proposed_", batched[-1] if batched else None)):
-            sft = generate["paths"].get(name or "", {})
-            if "vs_seed_way" in sft:
-                values[f"{prefix}generate_vs_seed_loop"] = sft["vs_seed_way"]
-            if "vs_hf_generate" in sft:
-                values[f"{prefix}generate_vs_hf_generate"] = sft["vs_hf_generate"]
+        sft = generate["paths"].get("sft_batched", {})
+        if "vs_seed_way" in sft:
+            values["generate_vs_seed_loop"] = sft["vs_seed_way"]
+        if "vs_hf_generate" in sft:
+            values["generate_vs_hf_generate"] = sft["vs_hf_generate"]
     result: dict[str, Any] = {key: round(value, 4) for key, value in values.items()}
     result["targets"] = {}
     for key, value in values.items():
-        goal = TARGETS.get(key.removeprefix("proposed_").removeprefix("bf16_"))
+        goal = TARGETS.get(unprefixed(key))
         if goal:
             result["targets"][key] = {"target": goal[0], "kind": goal[1], "met": met(value, *goal)}
     return result
 
 
-# Summary keys for sft's default path, and prefixed for the variants measured beside it.
-SUMMARY_PREFIXES = {"sft_default": "", "sft_proposed": "proposed_", "sft_bf16": "bf16_"}
+# Summary keys for sft's default path, and prefixed for the variant measured beside it.
+SUMMARY_PREFIXES = {"sft_default": "", "sft_fp32": "fp32_"}
+
+
+def unprefixed(key: str) -> str:
+    return key.removeprefix("fp32_")
 
 
 def training_summary(paths: dict[str, dict[str, Any]], fast: str) -> dict[str, float]:
@@ -171,10 +167,10 @@ def generation_table(model: str, result: dict[str, Any]) -> str:
 def summary_table(values: dict[str, Any]) -> str:
     rows = []
     for key, target in values["targets"].items():
-        percent = key.removeprefix("proposed_").removeprefix("bf16_") in {"train_mfu", "train_loss_rel_diff"}
+        percent = unprefixed(key) in {"train_mfu", "train_loss_rel_diff"}
         shown = f"{100 * values[key]:.1f}%" if percent else f"{values[key]:.2f}"
         goal = f"{100 * target['target']:.0f}%" if percent else f"{target['target']}x"
         sign = ">=" if target["kind"] == "min" else "<="
         rows.append([key, shown, f"{sign} {goal}", "yes" if target["met"] else "NO"])
-    title = "summary, GPT-2-medium shape (proposed_: sft + bench/proposed.py; bf16_: sft + bf16 autocast)"
+    title = "summary, GPT-2-medium shape (fp32_: sft's path held to fp32)"
     return table([title, "value", "target", "met"], rows)

@@ -20,20 +20,22 @@ from bench.workload import BATCH_SIZE, DEFAULT_DATA, REPO
 
 RESULTS = REPO / "bench" / "results"
 # Steps per training run (the first is warm-up and is not timed). Generation: prompts per path, each
-# continued for max_new_tokens. The seed's way re-runs the whole sequence for every token (about a token
-# a second here): it generates a few tokens for real and its full-length time comes from timed steps.
+# continued for max_new_tokens; the quick run uses a shorter continuation to stay within a few minutes.
+# The seed's way re-runs the whole sequence for every token (about a token a second here): it generates
+# a few tokens for real and its full-length time comes from timed steps.
+TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "train": {"gpt2-medium": 2},
-        "train_paths": ("sft_default", "sft_proposed", "seed_loop", "trl_defaults"),
-        "generate": {"max_new_tokens": 256, "sft_prompts": 8, "hf_prompts": 1, "seed_real_tokens": 8,
+        "train_paths": TRAIN_PATHS,
+        "generate": {"max_new_tokens": 64, "sft_prompts": 32, "hf_prompts": 1, "seed_real_tokens": 8,
                      "seed_samples": 6, "extra_batch_sizes": []},
     },
     "full": {
         "train": {"gpt2-medium": 6, "smollm2-135m-instruct": 6},
-        "train_paths": ("sft_default", "sft_proposed", "sft_bf16", "seed_loop", "trl_defaults"),
+        "train_paths": TRAIN_PATHS,
         "generate": {"max_new_tokens": 256, "sft_prompts": 110, "hf_prompts": 8, "seed_real_tokens": 32,
-                     "seed_samples": 16, "extra_batch_sizes": [32]},
+                     "seed_samples": 16, "extra_batch_sizes": []},
     },
 }
 CHILD_TIMEOUT_S = 3600
@@ -47,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"seed data file (default {DEFAULT_DATA})")
     parser.add_argument("--only", choices=["train", "generate"], help="run one benchmark")
     parser.add_argument("--train-paths", help="comma-separated training paths instead of the mode's, from "
-                        "sft_default, sft_proposed, seed_loop, trl_defaults")
+                        f"{', '.join(TRAIN_PATHS)}")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                         help="before each path, wait up to SECONDS for other processes to leave the CPU idle")

@@ -101,7 +101,8 @@ def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
 
 
 def sft_default(spec: dict[str, Any]) -> StepLog:
-    """`sft.train.train` itself."""
+    """`sft.train.train` itself, with sft's defaults for this machine (bf16 autocast where the CPU runs
+    bf16 natively, fp32 elsewhere)."""
     from sft.config import parse_recipe
     from sft.train import train
 
@@ -111,23 +112,12 @@ def sft_default(spec: dict[str, Any]) -> StepLog:
     return log
 
 
-def sft_proposed(spec: dict[str, Any]) -> StepLog:
-    """`sft.train.train` with the trainer of bench/proposed.py in place of TRL's SFTTrainer."""
-    import trl
-
-    from bench.proposed import LeanLossSFTTrainer
-
-    trl.SFTTrainer = LeanLossSFTTrainer  # train() imports it from trl when called
-    return sft_default(spec)
+def sft_fp32(spec: dict[str, Any]) -> StepLog:
+    """sft's path held to fp32 throughout, the precision the seed loop trains in."""
+    return sft_default({**spec, "extra_args": [*spec.get("extra_args", []), "--bf16", "false"]})
 
 
-def sft_bf16(spec: dict[str, Any]) -> StepLog:
-    """sft's path with bf16 autocast, which sft leaves off on CPUs (it pays only where bf16 is native)."""
-    return sft_default({**spec, "extra_args": [*spec.get("extra_args", []), "--bf16", "true", "--use_cpu", "true"]})
-
-
-PATHS = {"seed_loop": seed_loop, "trl_defaults": trl_defaults, "sft_default": sft_default,
-         "sft_proposed": sft_proposed, "sft_bf16": sft_bf16}
+PATHS = {"seed_loop": seed_loop, "trl_defaults": trl_defaults, "sft_default": sft_default, "sft_fp32": sft_fp32}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
