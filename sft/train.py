@@ -42,6 +42,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     import transformers
     from transformers import PrinterCallback, set_seed
 
+    from sft.allocator import keep_freed_memory
     from sft.data.template import DEFAULT_PREAMBLE, PromptTemplate
     from sft.data.tokenize import tokenize_dataset
     from sft.lean_loss import LeanLossSFTTrainer
@@ -49,6 +50,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     from sft.peft_setup import build_peft_config, quantization_config
     from sft.progress import TrainingProgress
 
+    keep_freed_memory()
     # Checks that need no data or weights come first, so a bad recipe fails in a second, in one line.
     resolve_model(model_args.model_name_or_path)
     quantization = quantization_config(model_args) if model_args.method == "qlora" else None
