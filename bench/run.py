@@ -26,9 +26,9 @@ RESULTS = REPO / "bench" / "results"
 TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
-        "train": {"gpt2-medium": 2},
+        "train": {"gpt2-medium": 3},
         "train_paths": TRAIN_PATHS,
-        "generate": {"max_new_tokens": 64, "sft_prompts": 32, "hf_prompts": 1, "seed_real_tokens": 8,
+        "generate": {"max_new_tokens": 96, "sft_prompts": 32, "hf_prompts": 1, "seed_real_tokens": 8,
                      "seed_samples": 6, "extra_batch_sizes": []},
     },
     "full": {
