@@ -88,11 +88,13 @@ def trl_defaults(spec: dict[str, Any]) -> StepLog:
 
 
 def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
-    """sft's defaults plus the workload: batch, the book's optimiser settings, run length, order."""
+    """sft's defaults plus the workload: batch, the book's optimiser settings (so that the final loss can be
+    compared with the seed loop's), run length, order."""
     return [
         "--model_name_or_path", spec["model"], "--dataset_name", spec["data"],
         "--per_device_train_batch_size", str(spec["batch_size"]),
         "--learning_rate", str(LEARNING_RATE), "--weight_decay", str(WEIGHT_DECAY),
+        "--max_grad_norm", "0",  # the book's loop does not clip gradients; the Trainer clips at 1.0 by default
         "--lr_scheduler_type", "constant", "--seed", str(SEED),
         "--max_steps", str(spec["steps"]), "--max_train_records", str(spec["steps"] * spec["batch_size"]),
         "--train_sampling_strategy", "sequential", "--eval_strategy", "no", "--output_dir", output_dir,
