@@ -39,9 +39,22 @@ def gpt2_ranks_file() -> Path:
         return target
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", WHISPER_SDIST,
-             "-d", tmp],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                WHISPER_SDIST,
+                "-d",
+                tmp,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         sdist = next(Path(tmp).glob("*.tar.gz"))
         with tarfile.open(sdist) as archive:
@@ -79,8 +92,13 @@ def build_gpt2_tokenizer(ranks_path: Path) -> Any:
     tokenizer = Tokenizer(models.BPE(vocab, merges, fuse_unk=False))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS,
-                                   model_max_length=GPT2_MEDIUM["n_positions"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        model_max_length=GPT2_MEDIUM["n_positions"],
+    )
     fast.add_special_tokens({"eos_token": EOS})
     return fast
 
@@ -101,8 +119,9 @@ def gpt2_medium_dir() -> Path:
         if len(tokenizer) != GPT2_MEDIUM["vocab_size"] or tokenizer.eos_token_id != 50256:
             raise RuntimeError(f"GPT-2 tokenizer built wrong: {len(tokenizer)} tokens, EOS {tokenizer.eos_token_id}")
         # The book's chapter 7 fine-tunes with dropout off (drop_rate 0.0); so does this model.
-        config = GPT2Config(**GPT2_MEDIUM, bos_token_id=50256, eos_token_id=50256,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        config = GPT2Config(
+            **GPT2_MEDIUM, bos_token_id=50256, eos_token_id=50256, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+        )
         torch.manual_seed(MODEL_SEED)
         model = GPT2LMHeadModel(config)
         logger.info("Saving a random-init GPT-2-medium-shaped model to %s (once)", target)

@@ -62,8 +62,7 @@ def seed_way_sampled(model: Any, prompt: list[int], continuation: list[int], sam
         times.append(time.perf_counter() - start)
         agree += token == continuation[k]
     total = float(np.interp(np.arange(len(continuation)), positions, times).sum())
-    return {"timed_steps": len(positions), "steps": len(continuation), "seconds": total,
-            "agreeing_tokens": agree}
+    return {"timed_steps": len(positions), "steps": len(continuation), "seconds": total, "agreeing_tokens": agree}
 
 
 def hf_generate(model: Any, tokenizer: Any, records: list[dict[str, str]], max_new_tokens: int) -> list[list[int]]:
@@ -75,10 +74,14 @@ def hf_generate(model: Any, tokenizer: Any, records: list[dict[str, str]], max_n
         inputs = torch.tensor([ids])
         with torch.inference_mode():
             output = model.generate(
-                input_ids=inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=max_new_tokens,
-                do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                input_ids=inputs,
+                attention_mask=torch.ones_like(inputs),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
             )
-        new = output[0, inputs.shape[1]:].tolist()
+        new = output[0, inputs.shape[1] :].tolist()
         outputs.append(new[: new.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in new else new)
     return outputs
 
@@ -97,8 +100,13 @@ def measure(fn: Callable[[], list[list[int]] | list[Any]], prompt_lengths: list[
     wall, cpu = time.perf_counter(), time.process_time()
     value = fn()
     seconds = time.perf_counter() - wall
-    return {"prompts": len(prompt_lengths), "seconds": seconds, "cores_used": (time.process_time() - cpu) / seconds,
-            "mean_prompt_tokens": sum(prompt_lengths) / len(prompt_lengths), "_value": value}
+    return {
+        "prompts": len(prompt_lengths),
+        "seconds": seconds,
+        "cores_used": (time.process_time() - cpu) / seconds,
+        "mean_prompt_tokens": sum(prompt_lengths) / len(prompt_lengths),
+        "_value": value,
+    }
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -118,17 +126,30 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     limit = spec["max_new_tokens"]
     path = spec["path"]
     if path == "sft_batched":
-        figures = measure(lambda: generate_responses(
-            model, tokenizer, records, batch_size=spec["batch_size"], max_new_tokens=limit, progress=False,
-            template=PromptTemplate()), lengths)
+        figures = measure(
+            lambda: generate_responses(
+                model,
+                tokenizer,
+                records,
+                batch_size=spec["batch_size"],
+                max_new_tokens=limit,
+                progress=False,
+                template=PromptTemplate(),
+            ),
+            lengths,
+        )
         out = figures.pop("_value")
-        figures.update(new_tokens=sum(r.new_tokens for r in out), batch_size=spec["batch_size"],
-                       first_response=out[0].text)
+        figures.update(
+            new_tokens=sum(r.new_tokens for r in out), batch_size=spec["batch_size"], first_response=out[0].text
+        )
     elif path == "hf_generate":
         figures = measure(lambda: hf_generate(model, tokenizer, records, limit), lengths)
         out = figures.pop("_value")
-        figures.update(new_tokens=sum(map(len, out)), continuation=out[0],
-                       first_response=extract_response(tokenizer.decode(out[0])))
+        figures.update(
+            new_tokens=sum(map(len, out)),
+            continuation=out[0],
+            first_response=extract_response(tokenizer.decode(out[0])),
+        )
     else:
         # A short continuation generated for real, then the full one's time from a sample of its steps.
         continuation = spec["continuation"]
@@ -136,10 +157,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         generated = real.pop("_value")[0]
         sampled = seed_way_sampled(model, prompt_ids(tokenizer, records[:1])[0], continuation, spec["samples"])
         figures = {
-            "prompts": 1, "new_tokens": sampled["steps"], "seconds": sampled["seconds"],
-            "mean_prompt_tokens": lengths[0], "cores_used": real["cores_used"],
-            "timed_steps": sampled["timed_steps"], "agreeing_timed_steps": sampled["agreeing_tokens"],
-            "generated_for_real": len(generated), "real_tokens_per_s": len(generated) / real["seconds"],
+            "prompts": 1,
+            "new_tokens": sampled["steps"],
+            "seconds": sampled["seconds"],
+            "mean_prompt_tokens": lengths[0],
+            "cores_used": real["cores_used"],
+            "timed_steps": sampled["timed_steps"],
+            "agreeing_timed_steps": sampled["agreeing_tokens"],
+            "generated_for_real": len(generated),
+            "real_tokens_per_s": len(generated) / real["seconds"],
             "same_tokens": generated == continuation[: len(generated)]
             and sampled["agreeing_tokens"] == sampled["timed_steps"],
         }

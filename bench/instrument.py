@@ -59,8 +59,10 @@ def instrument_trainers() -> StepLog:
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
             log.settings = {
-                "bf16_autocast": bool(args.bf16), "gradient_checkpointing": bool(args.gradient_checkpointing),
-                "padding_free": bool(getattr(args, "padding_free", False)), "optimizer": args.optim,
+                "bf16_autocast": bool(args.bf16),
+                "gradient_checkpointing": bool(args.gradient_checkpointing),
+                "padding_free": bool(getattr(args, "padding_free", False)),
+                "optimizer": args.optim,
                 "dtype": str(next(model.parameters()).dtype) if model is not None else None,
                 "checkpointing_active": bool(getattr(model, "is_gradient_checkpointing", False)),
             }

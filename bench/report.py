@@ -136,13 +136,30 @@ def ratio(value: float | None) -> str:
 def training_table(model: str, result: dict[str, Any]) -> str:
     rows = []
     for name, f in result["paths"].items():
-        rows.append([
-            TRAIN_LABELS.get(name, name), f"{f['tokens_per_s']:.1f}", f"{f['s_per_step']:.2f}",
-            ratio(f.get("vs_seed_loop")), ratio(f.get("vs_trl_defaults")), f"{100 * f['mfu']:.1f}%",
-            f"{f['peak_rss_gb']:.2f}", f"{f['final_loss']:.4f}", f"{f['cores_used']:.1f}",
-        ])
-    headers = [f"train {model}, batch {result['batch_size']}, {result['steps']} steps", "real tok/s", "s/step",
-               "vs seed", "vs TRL", "MFU*", "peak RSS GB", "final loss", "cores used"]
+        rows.append(
+            [
+                TRAIN_LABELS.get(name, name),
+                f"{f['tokens_per_s']:.1f}",
+                f"{f['s_per_step']:.2f}",
+                ratio(f.get("vs_seed_loop")),
+                ratio(f.get("vs_trl_defaults")),
+                f"{100 * f['mfu']:.1f}%",
+                f"{f['peak_rss_gb']:.2f}",
+                f"{f['final_loss']:.4f}",
+                f"{f['cores_used']:.1f}",
+            ]
+        )
+    headers = [
+        f"train {model}, batch {result['batch_size']}, {result['steps']} steps",
+        "real tok/s",
+        "s/step",
+        "vs seed",
+        "vs TRL",
+        "MFU*",
+        "peak RSS GB",
+        "final loss",
+        "cores used",
+    ]
     return table(headers, rows)
 
 
@@ -161,12 +178,26 @@ def generation_table(model: str, result: dict[str, Any]) -> str:
         measured = f"{f['prompts']} x {result['max_new_tokens']}"
         if name == "seed_way":
             measured = f"1 x {f['generated_for_real']} run, {f['timed_steps']}/{f['new_tokens']} steps timed"
-        rows.append([
-            generation_label(name, f), measured, f"{f['tokens_per_s']:.2f}", ratio(f.get("vs_seed_way")),
-            ratio(f.get("vs_hf_generate")), "yes" if f["same_first_response"] else "no", f"{f['cores_used']:.1f}",
-        ])
-    headers = [f"generate {model}, greedy, fp32", "prompts x new tokens", "tok/s", "vs seed way", "vs HF generate",
-               "same output", "cores used"]
+        rows.append(
+            [
+                generation_label(name, f),
+                measured,
+                f"{f['tokens_per_s']:.2f}",
+                ratio(f.get("vs_seed_way")),
+                ratio(f.get("vs_hf_generate")),
+                "yes" if f["same_first_response"] else "no",
+                f"{f['cores_used']:.1f}",
+            ]
+        )
+    headers = [
+        f"generate {model}, greedy, fp32",
+        "prompts x new tokens",
+        "tok/s",
+        "vs seed way",
+        "vs HF generate",
+        "same output",
+        "cores used",
+    ]
     return table(headers, rows)
 
 

@@ -76,9 +76,13 @@ def trl_defaults(spec: dict[str, Any]) -> StepLog:
     log = instrument_trainers()
     with tempfile.TemporaryDirectory(prefix="sft-bench-trl-") as output_dir:
         config = SFTConfig(
-            output_dir=output_dir, use_cpu=True, max_steps=spec["steps"],
-            per_device_train_batch_size=spec["batch_size"], train_sampling_strategy="sequential",
-            save_strategy="no", report_to="none",
+            output_dir=output_dir,
+            use_cpu=True,
+            max_steps=spec["steps"],
+            per_device_train_batch_size=spec["batch_size"],
+            train_sampling_strategy="sequential",
+            save_strategy="no",
+            report_to="none",
         )
         trainer = SFTTrainer(
             model=resolve_model(spec["model"]), args=config, train_dataset=dataset, processing_class=tokenizer
@@ -91,13 +95,32 @@ def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
     """sft's defaults plus the workload: batch, the book's optimiser settings (so that the final loss can be
     compared with the seed loop's), run length, order."""
     return [
-        "--model_name_or_path", spec["model"], "--dataset_name", spec["data"],
-        "--per_device_train_batch_size", str(spec["batch_size"]),
-        "--learning_rate", str(LEARNING_RATE), "--weight_decay", str(WEIGHT_DECAY),
-        "--max_grad_norm", "0",  # the book's loop does not clip gradients; the Trainer clips at 1.0 by default
-        "--lr_scheduler_type", "constant", "--seed", str(SEED),
-        "--max_steps", str(spec["steps"]), "--max_train_records", str(spec["steps"] * spec["batch_size"]),
-        "--train_sampling_strategy", "sequential", "--eval_strategy", "no", "--output_dir", output_dir,
+        "--model_name_or_path",
+        spec["model"],
+        "--dataset_name",
+        spec["data"],
+        "--per_device_train_batch_size",
+        str(spec["batch_size"]),
+        "--learning_rate",
+        str(LEARNING_RATE),
+        "--weight_decay",
+        str(WEIGHT_DECAY),
+        "--max_grad_norm",
+        "0",  # the book's loop does not clip gradients; the Trainer clips at 1.0 by default
+        "--lr_scheduler_type",
+        "constant",
+        "--seed",
+        str(SEED),
+        "--max_steps",
+        str(spec["steps"]),
+        "--max_train_records",
+        str(spec["steps"] * spec["batch_size"]),
+        "--train_sampling_strategy",
+        "sequential",
+        "--eval_strategy",
+        "no",
+        "--output_dir",
+        output_dir,
         *spec.get("extra_args", []),
     ]
 
@@ -127,8 +150,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     log = PATHS[spec["path"]](spec)
     # A niced process gets only the CPU time others leave; its timings then say little.
-    return {"path": spec["path"], "threads": torch.get_num_threads(), "nice": os.getpriority(os.PRIO_PROCESS, 0),
-            **log.result()}
+    return {
+        "path": spec["path"],
+        "threads": torch.get_num_threads(),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        **log.result(),
+    }
 
 
 if __name__ == "__main__":

@@ -43,18 +43,18 @@ class ResponseFilter:
             self.done = True
             safe = text[: match.start()]
         else:
-            tail = text[text.rfind("\n") + 1:]
+            tail = text[text.rfind("\n") + 1 :]
             safe = text[: len(text) - len(tail)] if "###".startswith(tail[:3]) else text
         return self._advance(safe.rstrip())
 
     def close(self, final: str) -> str:
         """What is left to print once generation has ended, given the finished response."""
-        return final[len(self.shown):] if final.startswith(self.shown) else ""
+        return final[len(self.shown) :] if final.startswith(self.shown) else ""
 
     def _advance(self, safe: str) -> str:
         if not safe.startswith(self.shown):
             return ""
-        new, self.shown = safe[len(self.shown):], safe
+        new, self.shown = safe[len(self.shown) :], safe
         return new
 
 
@@ -97,10 +97,15 @@ def stream_response(
         try:
             with torch.inference_mode():
                 outcome["ids"] = model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=room, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([StopRequested()]), eos_token_id=eos_ids,
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=room,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopRequested()]),
+                    eos_token_id=eos_ids,
                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0],
-                    use_cache=True, **sampling_kwargs(temperature, top_p),
+                    use_cache=True,
+                    **sampling_kwargs(temperature, top_p),
                 )
         except BaseException as error:  # reported by the main thread
             outcome["error"] = error
@@ -120,7 +125,7 @@ def stream_response(
         worker.join()
     if "error" in outcome:
         raise outcome["error"]
-    result = finish(outcome["ids"][0, len(prompt):].tolist(), tokenizer, eos_ids, template)
+    result = finish(outcome["ids"][0, len(prompt) :].tolist(), tokenizer, eos_ids, template)
     write(shown.close(result.text))
     return result
 
@@ -135,6 +140,7 @@ def chat_loop(
     read: Callable[[str], str] = input,
 ) -> int:
     """Ask for instructions until EOF or Ctrl-C; returns the exit code (0)."""
+
     def write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -149,8 +155,9 @@ def chat_loop(
             write("Response: ")
             started = time.perf_counter()
             try:
-                result = stream_response(model, tokenizer, template, instruction, extra, max_new_tokens,
-                                         temperature, top_p, write=write)
+                result = stream_response(
+                    model, tokenizer, template, instruction, extra, max_new_tokens, temperature, top_p, write=write
+                )
             except (KeyboardInterrupt, EOFError):
                 raise
             except Exception as error:  # one failed response should not end the session

@@ -30,28 +30,34 @@ def read_json(path: Path) -> Any:
 
 
 def record_changes(
-    records: Sequence[Mapping[str, Any]], base: Mapping[str, Any], tuned: Mapping[str, Any],
-    base_texts: Sequence[str], tuned_texts: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+    base: Mapping[str, Any],
+    tuned: Mapping[str, Any],
+    base_texts: Sequence[str],
+    tuned_texts: Sequence[str],
 ) -> list[dict[str, Any]]:
     changes = []
     for i, record in enumerate(records):
         before, after = base["per_record"][i]["rouge_l"], tuned["per_record"][i]["rouge_l"]
-        changes.append({
-            "index": i,
-            "instruction": record.get("instruction", ""),
-            "input": record.get("input", ""),
-            "output": record.get("output", ""),
-            "base_response": base_texts[i],
-            "model_response": tuned_texts[i],
-            "base_rouge_l": before,
-            "model_rouge_l": after,
-            "rouge_l_change": after - before,
-        })
+        changes.append(
+            {
+                "index": i,
+                "instruction": record.get("instruction", ""),
+                "input": record.get("input", ""),
+                "output": record.get("output", ""),
+                "base_response": base_texts[i],
+                "model_response": tuned_texts[i],
+                "base_rouge_l": before,
+                "model_rouge_l": after,
+                "rouge_l_change": after - before,
+            }
+        )
     return changes
 
 
 def rank_changes(changes: Sequence[Mapping[str, Any]], shown: int = SHOWN) -> dict[str, Any]:
     """Counts of improved, regressed and unchanged records, and the biggest changes each way."""
+
     def size(change: Mapping[str, Any]) -> tuple[float, int]:
         return -abs(change["rouge_l_change"]), change["index"]
 
@@ -93,12 +99,23 @@ def compare_models(
     output_dir = Path(output_dir)
     resolved = Path(resolve_model(model_name))
     template = PromptTemplate.for_model(resolved if resolved.is_dir() else None)
-    settings = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                    seed=seed, progress=progress, data=data, split=split, template=template)
+    settings = dict(
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        progress=progress,
+        data=data,
+        split=split,
+        template=template,
+    )
     base = evaluate_model(base_name, records, output_dir / "base", **settings)
     tuned = evaluate_model(model_name, records, output_dir / "model", **settings)
-    texts = {role: [r["model_response"] for r in read_json(output_dir / role / "responses.json")]
-             for role in ("base", "model")}
+    texts = {
+        role: [r["model_response"] for r in read_json(output_dir / role / "responses.json")]
+        for role in ("base", "model")
+    }
     changes = record_changes(records, base, tuned, texts["base"], texts["model"])
     comparison = {
         "base": headline(base),
@@ -136,19 +153,34 @@ def main(argv: list[str]) -> int:
     records = select_split(load_records(args.data), args.split, args.limit)
     output_dir = Path(args.output_dir or Path("runs") / f"compare-{slug(args.base)}-vs-{slug(args.model)}")
     comparison = compare_models(
-        args.base, args.model, records, output_dir, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        progress=not args.no_progress, data=args.data, split=args.split,
+        args.base,
+        args.model,
+        records,
+        output_dir,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        progress=not args.no_progress,
+        data=args.data,
+        split=args.split,
     )
     base, tuned = comparison["base"], comparison["model"]
     print(f"{'':24}{'base':>10}{'model':>10}{'change':>10}")
-    for key, label, digits in (("rouge_l", "ROUGE-L F1", 4), ("bleu", "BLEU", 2), ("exact_match", "exact match", 4),
-                               ("exact_match_normalized", "exact match, normalised", 4),
-                               ("ended_at_eos", "ended at EOS", 4)):
+    for key, label, digits in (
+        ("rouge_l", "ROUGE-L F1", 4),
+        ("bleu", "BLEU", 2),
+        ("exact_match", "exact match", 4),
+        ("exact_match_normalized", "exact match, normalised", 4),
+        ("ended_at_eos", "ended at EOS", 4),
+    ):
         print(f"{label:24}{base[key]:>10.{digits}f}{tuned[key]:>10.{digits}f}{tuned[key] - base[key]:>+10.{digits}f}")
     counts = comparison["counts"]
-    print(f"records: {counts['improved']} improved, {counts['regressed']} regressed, "
-          f"{counts['unchanged']} unchanged (ROUGE-L)")
+    print(
+        f"records: {counts['improved']} improved, {counts['regressed']} regressed, "
+        f"{counts['unchanged']} unchanged (ROUGE-L)"
+    )
     print(f"results in {output_dir}/ (compare.json, report.md, base/, model/)")
     return 0
 

@@ -25,8 +25,10 @@ class DataArguments:
 
     dataset_name: str = field(
         default="sft-synth",
-        metadata={"help": "Instruction data: a JSON/JSONL path, an http(s) URL, a Hub dataset id, or "
-                  "`sft-synth` (the built-in synthetic data)."},
+        metadata={
+            "help": "Instruction data: a JSON/JSONL path, an http(s) URL, a Hub dataset id, or "
+            "`sft-synth` (the built-in synthetic data)."
+        },
     )
     dataset_format: str = field(
         default="auto",
@@ -34,8 +36,10 @@ class DataArguments:
     )
     dataset_field_map: dict[str, str] | str | None = field(
         default=None,
-        metadata={"help": "Map other field names onto instruction/input/output, e.g. "
-                  "'{\"instruction\": \"question\", \"output\": \"answer\"}'."},
+        metadata={
+            "help": "Map other field names onto instruction/input/output, e.g. "
+            '\'{"instruction": "question", "output": "answer"}\'.'
+        },
     )
     dataset_sha256: str | None = field(
         default=None, metadata={"help": "Expected sha256 of a downloaded data file (URLs only)."}
@@ -67,8 +71,11 @@ class ModelArguments(ModelConfig):
     )
     method: str = field(
         default="full",
-        metadata={"help": "What to train: every weight, LoRA adapters, QLoRA (4-bit base, needs a GPU and "
-                  "bitsandbytes) or soft prompt tokens.", "choices": list(METHODS)},
+        metadata={
+            "help": "What to train: every weight, LoRA adapters, QLoRA (4-bit base, needs a GPU and "
+            "bitsandbytes) or soft prompt tokens.",
+            "choices": list(METHODS),
+        },
     )
     lora_target_modules: list[str] | None = field(
         default_factory=lambda: ["all-linear"],
@@ -97,8 +104,10 @@ class TrainingConfig(SFTConfig):
     # TRL asks for bf16 everywhere; CPUs without bf16 units emulate it and run several times slower.
     bf16: bool | None = field(
         default=None,
-        metadata={"help": "bf16 mixed precision (weights and optimizer stay fp32); unset means on where the "
-                  "hardware runs bf16 natively: a GPU with bf16, or a CPU with AVX512-BF16 or AMX."},
+        metadata={
+            "help": "bf16 mixed precision (weights and optimizer stay fp32); unset means on where the "
+            "hardware runs bf16 natively: a GPU with bf16, or a CPU with AVX512-BF16 or AMX."
+        },
     )
     logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When to compute validation loss."})

@@ -92,8 +92,16 @@ def evaluate_model(
         template = template or saved_template
     started = time.perf_counter()
     results = generate_responses(
-        model, tokenizer, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, template=template, progress=progress, seed=seed,
+        model,
+        tokenizer,
+        records,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        template=template,
+        progress=progress,
+        seed=seed,
     )
     seconds = time.perf_counter() - started
     predictions = [result.text for result in results]
@@ -114,8 +122,14 @@ def evaluate_model(
         "ended_at_eos": sum(r.ended_at_eos for r in results) / n,
         "mean_new_tokens": sum(r.new_tokens for r in results) / n,
         "bleu_tokenize": scores["bleu_tokenize"],
-        "generation": {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                       "top_p": top_p, "seed": seed, "greedy": temperature == 0},
+        "generation": {
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "greedy": temperature == 0,
+        },
         "seconds": round(seconds, 3),
         "responses_per_second": round(n / seconds, 3) if seconds > 0 else None,
         "by_kind": by_kind(records, predictions),
@@ -130,12 +144,19 @@ def evaluate_model(
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="JSON/JSONL records, URL, Hub data set or sft-synth[:N]")
-    parser.add_argument("--split", choices=SPLITS, default="test",
-                        help="which part of the data, split as the seed was (85%% train, 10%% test, "
-                             "rest validation); default test")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="which part of the data, split as the seed was (85%% train, 10%% test, rest validation); default test",
+    )
     parser.add_argument("--limit", type=int, help="only the first N records of the split")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help=f"prompts generated together (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"prompts generated together (default {DEFAULT_BATCH_SIZE})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_generation_options(parser)
 
@@ -146,8 +167,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Generate responses for a data split and score them (ROUGE-L, BLEU, exact match); "
         "writes responses.json, metrics.json and report.md.",
     )
-    parser.add_argument("--model", required=True,
-                        help="Hub id, local model or LoRA adapter directory, or smollm2-135m-instruct")
+    parser.add_argument(
+        "--model", required=True, help="Hub id, local model or LoRA adapter directory, or smollm2-135m-instruct"
+    )
     add_data_options(parser)
     parser.add_argument("--output-dir", help="where to write the results (default runs/eval-MODEL)")
     return parser
@@ -161,9 +183,17 @@ def main(argv: list[str]) -> int:
     records = select_split(load_records(args.data), args.split, args.limit)
     output_dir = Path(args.output_dir or Path("runs") / f"eval-{slug(args.model)}")
     metrics = evaluate_model(
-        args.model, records, output_dir, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, progress=not args.no_progress,
-        data=args.data, split=args.split,
+        args.model,
+        records,
+        output_dir,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        progress=not args.no_progress,
+        data=args.data,
+        split=args.split,
     )
     print(format_scores(metrics))
     print(f"{metrics['seconds']:.1f} s, {metrics['responses_per_second'] or 0:.2f} responses/s")

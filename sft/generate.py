@@ -38,7 +38,7 @@ def extract_response(text: str, template: PromptTemplate | None = None) -> str:
     header = (template or PromptTemplate()).response_header
     text = text.lstrip()
     if text.startswith(header):
-        text = text[len(header):]
+        text = text[len(header) :]
     match = HEADER_LINE.search(text)
     if match:
         text = text[: match.start()]
@@ -110,8 +110,8 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
     return ids, mask
 
 
@@ -161,8 +161,14 @@ def generate_responses(
     model.eval()
     device = model_device(model)
     results: list[GenerationResult | None] = [None] * len(records)
-    bar = tqdm(total=len(records), desc="Generating", unit="resp", disable=not progress, dynamic_ncols=True,
-               bar_format=BAR_FORMAT)
+    bar = tqdm(
+        total=len(records),
+        desc="Generating",
+        unit="resp",
+        disable=not progress,
+        dynamic_ncols=True,
+        bar_format=BAR_FORMAT,
+    )
     generated = 0
     try:
         with torch.inference_mode():
@@ -173,13 +179,17 @@ def generate_responses(
                 if room < 1:
                     raise SFTError(f"a prompt of {ids.shape[1]} tokens fills the model's context of {limit}")
                 output = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=room,
-                    pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True,
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=room,
+                    pad_token_id=pad_id,
+                    eos_token_id=eos_ids,
+                    use_cache=True,
                     stopping_criteria=StoppingCriteriaList([stop_at_header(tokenizer, template, ids.shape[1])]),
                     **options,
                 )
                 for row, index in enumerate(batch):
-                    results[index] = finish(output[row, ids.shape[1]:].tolist(), tokenizer, eos_ids, template)
+                    results[index] = finish(output[row, ids.shape[1] :].tolist(), tokenizer, eos_ids, template)
                     generated += results[index].new_tokens
                 bar.update(len(batch))
                 bar.set_postfix_str(f"{generated / max(bar.format_dict['elapsed'], 1e-9):.1f} tokens/s")
@@ -214,8 +224,14 @@ def generate_response(
     """The model's response to one instruction (and optional input), as text."""
     record = {"instruction": instruction, "input": input}
     results = generate_responses(
-        model, tokenizer, [record], batch_size=1, max_new_tokens=max_new_tokens,
-        temperature=temperature, template=template, progress=False,
+        model,
+        tokenizer,
+        [record],
+        batch_size=1,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        template=template,
+        progress=False,
     )
     return results[0].text
 
@@ -240,17 +256,23 @@ def load_for_inference(name: str) -> tuple[Any, Any, PromptTemplate]:
 
 
 def add_generation_options(parser: argparse.ArgumentParser, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> None:
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
-                        help=f"longest response in tokens (default {max_new_tokens})")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="0 for greedy decoding (default); above 0 samples")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        help=f"longest response in tokens (default {max_new_tokens})",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="0 for greedy decoding (default); above 0 samples"
+    )
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1.0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for sampling (default 0)")
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sft generate", description="Print one model response for one instruction.",
+        prog="sft generate",
+        description="Print one model response for one instruction.",
     )
     parser.add_argument("model", help="Hub id, local model or LoRA adapter directory, or smollm2-135m-instruct")
     parser.add_argument("--instruction", required=True, help="the task for the model")
@@ -265,9 +287,16 @@ def main(argv: list[str]) -> int:
         raise SFTError("--instruction is empty; give the model a task")
     model, tokenizer, template = load_for_inference(args.model)
     result = generate_responses(
-        model, tokenizer, [{"instruction": args.instruction, "input": args.input}], batch_size=1,
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-        template=template, progress=False, seed=args.seed,
+        model,
+        tokenizer,
+        [{"instruction": args.instruction, "input": args.input}],
+        batch_size=1,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        template=template,
+        progress=False,
+        seed=args.seed,
     )[0]
     print(result.text)
     return 0

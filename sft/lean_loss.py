@@ -17,8 +17,13 @@ from typing import Any
 from trl import SFTTrainer
 
 # Config keys of models whose logits are scaled or capped after the projection; TRL's head handles them.
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                    "logits_scaling")
+LOGIT_TRANSFORMS = (
+    "final_logit_softcapping",
+    "logit_scale",
+    "output_multiplier",
+    "lm_head_multiplier",
+    "logits_scaling",
+)
 
 
 def fuse_gelu(model: Any) -> int:
@@ -79,8 +84,15 @@ class LeanLossSFTTrainer(SFTTrainer):
             add_lean_head(base)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        plain = (self.lean_loss and self.model.training and not return_outputs and self.args.loss_type == "nll"
-                 and self.compute_loss_func is None and self.label_smoother is None and not self.aux_loss_enabled)
+        plain = (
+            self.lean_loss
+            and self.model.training
+            and not return_outputs
+            and self.args.loss_type == "nll"
+            and self.compute_loss_func is None
+            and self.label_smoother is None
+            and not self.aux_loss_enabled
+        )
         if not plain:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         summed, count = model(**inputs, use_cache=False, lean_loss=True)

@@ -13,8 +13,9 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path) -> li
 
     train = [(e["epoch"], e["loss"]) for e in log_history if "loss" in e and "epoch" in e]
     valid = [(e["epoch"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "epoch" in e]
-    tokens = [(e["epoch"], e["num_input_tokens_seen"]) for e in log_history
-              if "num_input_tokens_seen" in e and "epoch" in e]
+    tokens = [
+        (e["epoch"], e["num_input_tokens_seen"]) for e in log_history if "num_input_tokens_seen" in e and "epoch" in e
+    ]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     if train:
         axis.plot(*zip(*train), label="Training loss")

@@ -32,12 +32,19 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def settings_line(metrics: Mapping[str, Any], timing: bool = True) -> str:
     generation = metrics.get("generation", {})
     temperature = generation.get("temperature", 0.0)
-    decoding = "greedy decoding" if not temperature else (
-        f"sampling at temperature {temperature}, top-p {generation.get('top_p')}, seed {generation.get('seed')}"
+    decoding = (
+        "greedy decoding"
+        if not temperature
+        else (f"sampling at temperature {temperature}, top-p {generation.get('top_p')}, seed {generation.get('seed')}")
     )
-    parts = [f"Data `{metrics.get('data')}`", f"split `{metrics.get('split')}`", f"{metrics.get('n')} records",
-             decoding, f"at most {generation.get('max_new_tokens')} new tokens",
-             f"batch size {generation.get('batch_size')}"]
+    parts = [
+        f"Data `{metrics.get('data')}`",
+        f"split `{metrics.get('split')}`",
+        f"{metrics.get('n')} records",
+        decoding,
+        f"at most {generation.get('max_new_tokens')} new tokens",
+        f"batch size {generation.get('batch_size')}",
+    ]
     if timing and metrics.get("seconds"):
         parts.append(f"{metrics['seconds']:.1f} s ({metrics.get('responses_per_second', 0):.2f} responses/s)")
     return "; ".join(parts) + "."
@@ -66,9 +73,14 @@ def eval_report(metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any
 
     def example_rows(chosen: Sequence[Mapping[str, Any]]) -> list[tuple]:
         return [
-            (r["index"] + 1, f"{r['rouge_l']:.3f}", cell(responses[r["index"]].get("instruction")),
-             cell(responses[r["index"]].get("input")), cell(responses[r["index"]].get("output")),
-             cell(responses[r["index"]].get("model_response")))
+            (
+                r["index"] + 1,
+                f"{r['rouge_l']:.3f}",
+                cell(responses[r["index"]].get("instruction")),
+                cell(responses[r["index"]].get("input")),
+                cell(responses[r["index"]].get("output")),
+                cell(responses[r["index"]].get("model_response")),
+            )
             for r in chosen
         ]
 
@@ -104,8 +116,16 @@ def compare_report(comparison: Mapping[str, Any]) -> str:
 
     def change_rows(chosen: Sequence[Mapping[str, Any]]) -> list[tuple]:
         return [
-            (r["index"] + 1, f"{r['base_rouge_l']:.3f}", f"{r['model_rouge_l']:.3f}", f"{r['rouge_l_change']:+.3f}",
-             cell(r["instruction"]), cell(r["output"]), cell(r["base_response"]), cell(r["model_response"]))
+            (
+                r["index"] + 1,
+                f"{r['base_rouge_l']:.3f}",
+                f"{r['model_rouge_l']:.3f}",
+                f"{r['rouge_l_change']:+.3f}",
+                cell(r["instruction"]),
+                cell(r["output"]),
+                cell(r["base_response"]),
+                cell(r["model_response"]),
+            )
             for r in chosen
         ]
 

@@ -24,11 +24,15 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="instruction file (Alpaca JSON/JSONL, URL or Hub id)")
     parser.add_argument("--output-dir", required=True, help="where the splits, model, evaluations and table go")
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="training recipe (default: %(default)s)")
-    parser.add_argument("--reference", default=None,
-                        help=f"responses file to score alongside (default: {REFERENCE_NAME} beside DATA, if present)")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help=f"responses file to score alongside (default: {REFERENCE_NAME} beside DATA, if present)",
+    )
     parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base model")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER,
-                        help="recipe overrides after `--`, e.g. -- --num_train_epochs 1")
+    parser.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="recipe overrides after `--`, e.g. -- --num_train_epochs 1"
+    )
     return parser
 
 
@@ -39,8 +43,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def reproduce(data: str, out: Path, recipe: Path, overrides: list[str], reference: str | None,
-              skip_base: bool) -> dict[str, Any]:
+def reproduce(
+    data: str, out: Path, recipe: Path, overrides: list[str], reference: str | None, skip_base: bool
+) -> dict[str, Any]:
     from sft.config import parse_recipe
     from sft.data.load import load_records, save_records
     from sft.data.split import split_records
@@ -52,20 +57,25 @@ def reproduce(data: str, out: Path, recipe: Path, overrides: list[str], referenc
     if not recipe.is_file():
         raise SFTError(f"recipe not found: {recipe}")
     data_args, model_args, _ = parse_recipe([str(recipe), *overrides])
-    splits = split_records(load_records(data), train_fraction=data_args.train_fraction,
-                           test_fraction=data_args.test_fraction)
+    splits = split_records(
+        load_records(data), train_fraction=data_args.train_fraction, test_fraction=data_args.test_fraction
+    )
     for name, records in splits.items():
         save_records(out / "data" / f"{name}.json", records)
-    print(f"split {data}: {len(splits['train'])} train, {len(splits['validation'])} validation, "
-          f"{len(splits['test'])} test -> {out / 'data'}")
+    print(
+        f"split {data}: {len(splits['train'])} train, {len(splits['validation'])} validation, "
+        f"{len(splits['test'])} test -> {out / 'data'}"
+    )
 
     model_dir = out / "model"
-    train_metrics, train_seconds = train_recipe(recipe, [*overrides, "--dataset_name", data,
-                                                         "--output_dir", str(model_dir)])
+    train_metrics, train_seconds = train_recipe(
+        recipe, [*overrides, "--dataset_name", data, "--output_dir", str(model_dir)]
+    )
     rows: dict[str, dict[str, Any]] = {}
     if not skip_base:
         rows[f"{model_args.model_name_or_path} (base)"] = evaluate_model(
-            model_args.model_name_or_path, splits["test"], out / "base-eval", data=data, split="test")
+            model_args.model_name_or_path, splits["test"], out / "base-eval", data=data, split="test"
+        )
     tuned = evaluate_model(str(model_dir), splits["test"], out / "eval", data=data, split="test")
     rows[f"{model_args.model_name_or_path} fine-tuned ({recipe.name})"] = tuned
     reference_path = Path(reference) if reference else Path(data).with_name(REFERENCE_NAME)
@@ -76,13 +86,22 @@ def reproduce(data: str, out: Path, recipe: Path, overrides: list[str], referenc
             (out / "eval" / plot).write_bytes((model_dir / plot).read_bytes())
 
     table = results_table(rows)
-    summary = {"data": data, "recipe": str(recipe), "overrides": overrides, "train_seconds": round(train_seconds, 1),
-               "train_metrics": train_metrics,
-               "rows": {name: {k: m.get(k) for k in ("rouge_l", "bleu", "exact_match", "ended_at_eos", "n")}
-                        for name, m in rows.items()}}
+    summary = {
+        "data": data,
+        "recipe": str(recipe),
+        "overrides": overrides,
+        "train_seconds": round(train_seconds, 1),
+        "train_metrics": train_metrics,
+        "rows": {
+            name: {k: m.get(k) for k in ("rouge_l", "bleu", "exact_match", "ended_at_eos", "n")}
+            for name, m in rows.items()
+        },
+    }
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "results.md", f"{table}\n\nTraining time: {minutes(train_seconds)} (wall clock).\n")
     print(f"\n{table}\n\ntraining time: {minutes(train_seconds)}; test records: {len(splits['test'])}")
-    print(f"wrote {out / 'eval'} (responses.json, metrics.json, report.md, loss.png), {out / 'model'}, "
-          f"{out / 'results.md'}")
+    print(
+        f"wrote {out / 'eval'} (responses.json, metrics.json, report.md, loss.png), {out / 'model'}, "
+        f"{out / 'results.md'}"
+    )
     return summary

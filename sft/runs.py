@@ -29,8 +29,10 @@ def results_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     header = ["model", *(title for _, title, _ in METRIC_COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, metrics in rows.items():
-        cells = [fmt.format(metrics[key]) if isinstance(metrics.get(key), (int, float)) else "–"
-                 for key, _, fmt in METRIC_COLUMNS]
+        cells = [
+            fmt.format(metrics[key]) if isinstance(metrics.get(key), (int, float)) else "–"
+            for key, _, fmt in METRIC_COLUMNS
+        ]
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
 

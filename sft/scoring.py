@@ -41,8 +41,11 @@ def format_scores(scores: Mapping[str, Any]) -> str:
     """Aligned lines: ROUGE-L to 4 places, BLEU to 2, exact match to 4."""
     lines = [
         ("ROUGE-L F1", f"{scores['rouge_l']:.4f}"),
-        ("BLEU", f"{scores['bleu']:.2f}" + (f"  (tokenizer {scores['bleu_tokenize']})"
-                                           if scores.get("bleu_tokenize") not in (None, "13a") else "")),
+        (
+            "BLEU",
+            f"{scores['bleu']:.2f}"
+            + (f"  (tokenizer {scores['bleu_tokenize']})" if scores.get("bleu_tokenize") not in (None, "13a") else ""),
+        ),
         ("exact match", f"{scores['exact_match']:.4f}"),
         ("exact match, normalised", f"{scores['exact_match_normalized']:.4f}"),
     ]

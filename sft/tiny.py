@@ -36,7 +36,9 @@ def build_tokenizer(style: str) -> Any:
     tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
     if style == "gpt2":
         return PreTrainedTokenizerFast(
-            tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+            tokenizer_object=tokenizer,
+            bos_token="<|endoftext|>",
+            eos_token="<|endoftext|>",
             unk_token="<|endoftext|>",
         )
     bos = tokenizer.token_to_id("<s>")
@@ -44,7 +46,11 @@ def build_tokenizer(style: str) -> Any:
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>",
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="</s>",
     )
 
 
@@ -58,9 +64,17 @@ def build_model(style: str, vocab_size: int, seed: int = 0) -> Any:
         )
     else:
         config = LlamaConfig(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-            bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=512,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+            tie_word_embeddings=True,
         )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)

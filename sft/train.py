@@ -121,8 +121,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
 
     if training_args.world_size > 1:
         # Every rank reports the loss it agreed on, so multi-process runs can be checked.
-        print(f"rank {training_args.process_index}/{training_args.world_size}: "
-              f"train_loss={metrics['train_loss']:.6f}", flush=True)
+        print(
+            f"rank {training_args.process_index}/{training_args.world_size}: train_loss={metrics['train_loss']:.6f}",
+            flush=True,
+        )
 
     # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot.
     trainer.save_model(training_args.output_dir)
@@ -131,8 +133,12 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
         if push_repo is not None:
             from sft.hub import push_to_hub
 
-            push_to_hub(training_args.output_dir, push_repo, private=bool(training_args.hub_private_repo),
-                        token=training_args.hub_token)
+            push_to_hub(
+                training_args.output_dir,
+                push_repo,
+                private=bool(training_args.hub_private_repo),
+                token=training_args.hub_token,
+            )
     trainer.accelerator.wait_for_everyone()
     del transformers
     return metrics
@@ -150,15 +156,31 @@ def load_splits(
     field_map = data_args.dataset_field_map
     if isinstance(field_map, str):
         field_map = json.loads(field_map)
-    records = load_and_check(data_args.dataset_name, format=data_args.dataset_format, field_map=field_map,
-                             sha256=data_args.dataset_sha256, tokenizer=tokenizer, max_length=max_length,
-                             template=template)
-    splits = split_records(records, train_fraction=data_args.train_fraction, test_fraction=data_args.test_fraction,
-                           shuffle=data_args.split_shuffle, seed=data_args.split_seed)
+    records = load_and_check(
+        data_args.dataset_name,
+        format=data_args.dataset_format,
+        field_map=field_map,
+        sha256=data_args.dataset_sha256,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        template=template,
+    )
+    splits = split_records(
+        records,
+        train_fraction=data_args.train_fraction,
+        test_fraction=data_args.test_fraction,
+        shuffle=data_args.split_shuffle,
+        seed=data_args.split_seed,
+    )
     if data_args.max_train_records is not None:
         splits["train"] = splits["train"][: data_args.max_train_records]
-    logger.info("Data %s: %d train, %d validation, %d test records", data_args.dataset_name,
-                len(splits["train"]), len(splits["validation"]), len(splits["test"]))
+    logger.info(
+        "Data %s: %d train, %d validation, %d test records",
+        data_args.dataset_name,
+        len(splits["train"]),
+        len(splits["validation"]),
+        len(splits["test"]),
+    )
     return splits
 
 
@@ -203,8 +225,10 @@ def save_run_files(trainer, tokenizer, template, metrics, recipe, output_dir) ->
     trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
     atomic_write_json(output_dir / "metrics.json", {k: round_metric(v) for k, v in metrics.items()})
     plot_losses(trainer.state.log_history, output_dir)
-    logger.info("Wrote the model, tokenizer, sft_config.yaml, metrics.json, trainer_state.json and "
-                "loss.png/pdf to %s", output_dir)
+    logger.info(
+        "Wrote the model, tokenizer, sft_config.yaml, metrics.json, trainer_state.json and loss.png/pdf to %s",
+        output_dir,
+    )
 
 
 def round_metric(value: Any) -> Any:

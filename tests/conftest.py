@@ -48,8 +48,11 @@ def tiny_model_dir() -> Path:
 @pytest.fixture
 def alpaca_records() -> list[dict[str, str]]:
     return [
-        {"instruction": "Rewrite the sentence in passive voice.", "input": "The cat chased the mouse.",
-         "output": "The mouse was chased by the cat."},
+        {
+            "instruction": "Rewrite the sentence in passive voice.",
+            "input": "The cat chased the mouse.",
+            "output": "The mouse was chased by the cat.",
+        },
         {"instruction": "What is the capital of France?", "input": "", "output": "Paris."},
         {"instruction": "Translate to Chinese.", "input": "Good morning", "output": "早上好 🌅"},
         {"instruction": "Classify the sentiment.", "input": "I love it!", "output": "Positive"},

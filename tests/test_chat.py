@@ -68,8 +68,7 @@ def test_streamed_text_equals_generate_response(loaded):
     model, tokenizer, template = loaded
     for instruction, extra in [("What is the capital of France?", ""), ("Rewrite the sentence.", "The fox.")]:
         pieces: list[str] = []
-        result = stream_response(model, tokenizer, template, instruction, extra, max_new_tokens=20,
-                                 write=pieces.append)
+        result = stream_response(model, tokenizer, template, instruction, extra, max_new_tokens=20, write=pieces.append)
         expected = generate_response(model, tokenizer, instruction, extra, max_new_tokens=20, template=template)
         assert "".join(pieces) == result.text == expected
         assert result.new_tokens == 20 and not result.ended_at_eos
@@ -99,8 +98,14 @@ def test_errors_during_generation_are_reported_and_the_loop_goes_on(loaded, monk
 
 def spawn_chat(model_dir, *extra):
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TERM": "dumb"}
-    return pexpect.spawn(SFT, ["chat", str(model_dir), "--max-new-tokens", "12", *extra], env=env,
-                         encoding="utf-8", timeout=60, dimensions=(40, 200))
+    return pexpect.spawn(
+        SFT,
+        ["chat", str(model_dir), "--max-new-tokens", "12", *extra],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 200),
+    )
 
 
 def test_chat_in_a_terminal(talkative_dir, loaded):

@@ -34,8 +34,10 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 
     from sft.models import load_model
 
-    model = get_peft_model(load_model(str(tiny_model_dir), dtype=torch.float32),
-                           LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        load_model(str(tiny_model_dir), dtype=torch.float32),
+        LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM"),
+    )
     directory = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(directory)
     return directory
@@ -55,8 +57,27 @@ def test_compare_two_tiny_models(tiny_model_dir, talkative_dir, alpaca_records, 
     data = tmp_path / "data.json"
     data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "compare"
-    assert sft_main(["compare", "--base", str(tiny_model_dir), "--model", str(talkative_dir), "--data", str(data),
-                     "--split", "all", "--max-new-tokens", "6", "--output-dir", str(out), "--no-progress"]) == 0
+    assert (
+        sft_main(
+            [
+                "compare",
+                "--base",
+                str(tiny_model_dir),
+                "--model",
+                str(talkative_dir),
+                "--data",
+                str(data),
+                "--split",
+                "all",
+                "--max-new-tokens",
+                "6",
+                "--output-dir",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     comparison = read(out / "compare.json")
     assert comparison["n"] == 4
     assert comparison["model"]["rouge_l"] == pytest.approx(1.0)
@@ -76,14 +97,33 @@ def test_compare_two_tiny_models(tiny_model_dir, talkative_dir, alpaca_records, 
 
 def test_compare_with_a_lora_adapter(tiny_model_dir, adapter_dir, alpaca_file, tmp_path):
     out = tmp_path / "compare"
-    assert sft_main(["compare", "--base", str(tiny_model_dir), "--model", str(adapter_dir), "--data",
-                     str(alpaca_file), "--split", "all", "--max-new-tokens", "3", "--output-dir", str(out),
-                     "--no-progress"]) == 0
+    assert (
+        sft_main(
+            [
+                "compare",
+                "--base",
+                str(tiny_model_dir),
+                "--model",
+                str(adapter_dir),
+                "--data",
+                str(alpaca_file),
+                "--split",
+                "all",
+                "--max-new-tokens",
+                "3",
+                "--output-dir",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     comparison = read(out / "compare.json")
     # An untrained LoRA adapter (B = 0) leaves the base model's answers as they were.
     assert comparison["counts"]["unchanged"] == 4
     assert [c["base_response"] for c in comparison["per_record"]] == [
-        c["model_response"] for c in comparison["per_record"]]
+        c["model_response"] for c in comparison["per_record"]
+    ]
 
 
 def test_rank_changes():
@@ -95,13 +135,34 @@ def test_rank_changes():
 
 
 def test_report_shows_regressions():
-    metrics = {"model": "m", "rouge_l": 0.5, "bleu": 20.0, "exact_match": 0.0, "exact_match_normalized": 0.0,
-               "generation": {}, "n": 1}
-    change = {"index": 0, "instruction": "Say hi", "output": "hi", "base_response": "hi", "model_response": "bye",
-              "base_rouge_l": 1.0, "model_rouge_l": 0.0, "rouge_l_change": -1.0}
-    report = compare_report({"base": {**metrics, "model": "b"}, "model": {**metrics, "rouge_l": 0.25},
-                             "counts": {"improved": 0, "regressed": 1, "unchanged": 0},
-                             "improvements": [], "regressions": [change]})
+    metrics = {
+        "model": "m",
+        "rouge_l": 0.5,
+        "bleu": 20.0,
+        "exact_match": 0.0,
+        "exact_match_normalized": 0.0,
+        "generation": {},
+        "n": 1,
+    }
+    change = {
+        "index": 0,
+        "instruction": "Say hi",
+        "output": "hi",
+        "base_response": "hi",
+        "model_response": "bye",
+        "base_rouge_l": 1.0,
+        "model_rouge_l": 0.0,
+        "rouge_l_change": -1.0,
+    }
+    report = compare_report(
+        {
+            "base": {**metrics, "model": "b"},
+            "model": {**metrics, "rouge_l": 0.25},
+            "counts": {"improved": 0, "regressed": 1, "unchanged": 0},
+            "improvements": [],
+            "regressions": [change],
+        }
+    )
     assert "| ROUGE-L F1 | 0.5000 | 0.2500 | -0.2500 |" in report
     assert "| 1 | 1.000 | 0.000 | -1.000 | Say hi | hi | hi | bye |" in report
 

@@ -37,6 +37,7 @@ def write(path: Path, records: list) -> Path:
 
 # Help and exit codes -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("action", [None, "check", "prepare", "inspect", "synth"])
 def test_help_for_every_action(action):
     result = run_cli(*([action] if action else []), "--help")
@@ -67,18 +68,22 @@ def test_no_action_prints_help(capsys):
 
 # check ---------------------------------------------------------------------------------------------
 
+
 def test_check_valid_file(alpaca_file, capsys):
     assert main(["data", "check", str(alpaca_file)]) == 0
     assert capsys.readouterr().out == f"{alpaca_file}: 4 valid records\n"
 
 
 def test_check_lists_every_problem_without_a_traceback(tmp_path):
-    path = write(tmp_path / "bad.json", [
-        {"instruction": "a", "input": "", "output": "b"},
-        {"instruction": "a", "input": "", "output": "b"},
-        {"instruction": "c", "input": 3, "output": ""},
-        "text",
-    ])
+    path = write(
+        tmp_path / "bad.json",
+        [
+            {"instruction": "a", "input": "", "output": "b"},
+            {"instruction": "a", "input": "", "output": "b"},
+            {"instruction": "c", "input": 3, "output": ""},
+            "text",
+        ],
+    )
     result = run_cli("check", str(path))
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
@@ -127,13 +132,15 @@ def test_check_max_length(alpaca_file, capsys):
 
 # prepare -------------------------------------------------------------------------------------------
 
+
 def prepare(source: Path | str, out: Path, *extra: str) -> int:
     return main(["data", "prepare", str(source), "--output-dir", str(out), "--model", "sft-tiny-gpt2", *extra])
 
 
 def read_splits(out: Path) -> dict[str, list]:
-    return {name: json.loads((out / f"{name}.json").read_text(encoding="utf-8")) for name in
-            ("train", "validation", "test")}
+    return {
+        name: json.loads((out / f"{name}.json").read_text(encoding="utf-8")) for name in ("train", "validation", "test")
+    }
 
 
 def test_prepare_writes_three_splits_and_prints_statistics(tmp_path, capsys):
@@ -151,10 +158,14 @@ def test_prepare_writes_three_splits_and_prints_statistics(tmp_path, capsys):
 
 def test_prepare_shuffle_and_fractions(tmp_path):
     source = write(tmp_path / "synth.json", synth_records(100, 0))
-    assert prepare(source, tmp_path / "a", "--shuffle", "--seed", "5", "--train-fraction", "0.5",
-                   "--test-fraction", "0.3") == 0
-    assert prepare(source, tmp_path / "b", "--shuffle", "--seed", "5", "--train-fraction", "0.5",
-                   "--test-fraction", "0.3") == 0
+    assert (
+        prepare(source, tmp_path / "a", "--shuffle", "--seed", "5", "--train-fraction", "0.5", "--test-fraction", "0.3")
+        == 0
+    )
+    assert (
+        prepare(source, tmp_path / "b", "--shuffle", "--seed", "5", "--train-fraction", "0.5", "--test-fraction", "0.3")
+        == 0
+    )
     first, second = read_splits(tmp_path / "a"), read_splits(tmp_path / "b")
     assert first == second
     assert [len(first[n]) for n in ("train", "validation", "test")] == [50, 20, 30]
@@ -170,8 +181,7 @@ def test_prepare_refuses_overlong_records_and_writes_nothing(alpaca_file, tmp_pa
 def test_utf8_round_trip_load_prepare_load(tmp_path):
     source = write(tmp_path / "multi.json", MULTILINGUAL)
     assert prepare(source, tmp_path / "out", "--train-fraction", "0.6", "--test-fraction", "0.2") == 0
-    reloaded = {name: load_records(str(tmp_path / "out" / f"{name}.json")) for name in ("train", "test",
-                                                                                         "validation")}
+    reloaded = {name: load_records(str(tmp_path / "out" / f"{name}.json")) for name in ("train", "test", "validation")}
     assert reloaded["train"] + reloaded["test"] + reloaded["validation"] == MULTILINGUAL
     text = (tmp_path / "out" / "train.json").read_text(encoding="utf-8")
     assert "我喜欢学习" in text and "👍🏽" in text and "أنا بخير" in text and "\\u" not in text
@@ -188,6 +198,7 @@ def test_prepare_seed_data_reproduces_the_reference_split(tmp_path, capsys):
 
 
 # inspect -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("model", ["sft-tiny-gpt2", "sft-tiny-llama"])
 def test_inspect_json_shows_ignored_prompt_and_learned_eos(alpaca_file, alpaca_records, capsys, model, request):
@@ -223,6 +234,7 @@ def test_inspect_index_out_of_range(alpaca_file, capsys):
 
 
 # synth ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["synth.json", "synth.jsonl"])
 def test_synth_writes_the_generated_records(tmp_path, capsys, name):

@@ -207,6 +207,7 @@ def test_hub_id_fails_fast_and_clearly_when_offline(monkeypatch):
 
 # URLs ----------------------------------------------------------------------------------------------
 
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

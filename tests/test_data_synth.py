@@ -36,9 +36,18 @@ def test_records_are_valid_alpaca_with_a_kind(records):
 
 def test_all_task_kinds_appear_with_and_without_input(records):
     kinds = Counter(r["kind"] for r in records)
-    assert set(kinds) == set(KINDS) == {
-        "writing", "question_answering", "rewriting", "classification", "summarising", "json_extraction",
-    }
+    assert (
+        set(kinds)
+        == set(KINDS)
+        == {
+            "writing",
+            "question_answering",
+            "rewriting",
+            "classification",
+            "summarising",
+            "json_extraction",
+        }
+    )
     assert min(kinds.values()) > 100
     with_input = sum(1 for r in records if r["input"])
     assert 0.2 * len(records) < with_input < 0.9 * len(records)
@@ -88,9 +97,17 @@ def test_sorting_counting_and_json_answers(records):
 
 @pytest.mark.parametrize(
     ("value", "words"),
-    [(0, "zero"), (13, "thirteen"), (40, "forty"), (58, "fifty-eight"), (100, "one hundred"),
-     (101, "one hundred and one"), (2005, "two thousand and five"), (70300, "seventy thousand three hundred"),
-     (99999, "ninety-nine thousand nine hundred and ninety-nine")],
+    [
+        (0, "zero"),
+        (13, "thirteen"),
+        (40, "forty"),
+        (58, "fifty-eight"),
+        (100, "one hundred"),
+        (101, "one hundred and one"),
+        (2005, "two thousand and five"),
+        (70300, "seventy thousand three hundred"),
+        (99999, "ninety-nine thousand nine hundred and ninety-nine"),
+    ],
 )
 def test_number_words(value, words):
     assert number_words(value) == words

@@ -22,26 +22,40 @@ def test_valid_records_have_no_problems(alpaca_records):
     [
         ("text", "data.json: record 1: is a string, not an object; each record must be an object like"),
         ([1, 2], "data.json: record 1: is an array, not an object"),
-        ({"input": "", "output": "x"},
-         "data.json: record 1: field 'instruction' is missing; add it (the task)"),
-        ({"instruction": "x", "input": ""},
-         "data.json: record 1: field 'output' is missing; add it (the expected response)"),
-        ({"instruction": "x", "input": "", "output": ""},
-         "data.json: record 1: field 'output' is empty; give the record the expected response or remove it"),
-        ({"instruction": "x", "input": "", "output": " \n"},
-         "data.json: record 1: field 'output' is empty"),
-        ({"instruction": "", "input": "", "output": "y"},
-         "data.json: record 1: field 'instruction' is empty; give the record the task or remove it"),
-        ({"instruction": "x", "input": "", "output": 42},
-         "data.json: record 1: field 'output' is a number (42), not a string; write it as text in quotes"),
-        ({"instruction": ["x"], "input": "", "output": "y"},
-         "data.json: record 1: field 'instruction' is an array, not a string"),
-        ({"instruction": "x", "input": {"a": 1}, "output": "y"},
-         "data.json: record 1: field 'input' is an object, not a string"),
-        ({"instruction": "x", "input": True, "output": "y"},
-         "data.json: record 1: field 'input' is a boolean, not a string"),
-        ({"instruction": None, "input": "", "output": "y"},
-         "data.json: record 1: field 'instruction' is null, not a string"),
+        ({"input": "", "output": "x"}, "data.json: record 1: field 'instruction' is missing; add it (the task)"),
+        (
+            {"instruction": "x", "input": ""},
+            "data.json: record 1: field 'output' is missing; add it (the expected response)",
+        ),
+        (
+            {"instruction": "x", "input": "", "output": ""},
+            "data.json: record 1: field 'output' is empty; give the record the expected response or remove it",
+        ),
+        ({"instruction": "x", "input": "", "output": " \n"}, "data.json: record 1: field 'output' is empty"),
+        (
+            {"instruction": "", "input": "", "output": "y"},
+            "data.json: record 1: field 'instruction' is empty; give the record the task or remove it",
+        ),
+        (
+            {"instruction": "x", "input": "", "output": 42},
+            "data.json: record 1: field 'output' is a number (42), not a string; write it as text in quotes",
+        ),
+        (
+            {"instruction": ["x"], "input": "", "output": "y"},
+            "data.json: record 1: field 'instruction' is an array, not a string",
+        ),
+        (
+            {"instruction": "x", "input": {"a": 1}, "output": "y"},
+            "data.json: record 1: field 'input' is an object, not a string",
+        ),
+        (
+            {"instruction": "x", "input": True, "output": "y"},
+            "data.json: record 1: field 'input' is a boolean, not a string",
+        ),
+        (
+            {"instruction": None, "input": "", "output": "y"},
+            "data.json: record 1: field 'instruction' is null, not a string",
+        ),
     ],
 )
 def test_each_problem_names_file_record_and_field(record, expected):
@@ -50,8 +64,12 @@ def test_each_problem_names_file_record_and_field(record, expected):
 
 
 def test_missing_and_null_input_are_allowed():
-    assert find_problems([{"instruction": "a", "output": "b"}, {"instruction": "c", "input": None,
-                                                                "output": "d"}], "d.json") == []
+    assert (
+        find_problems(
+            [{"instruction": "a", "output": "b"}, {"instruction": "c", "input": None, "output": "d"}], "d.json"
+        )
+        == []
+    )
 
 
 def test_duplicates_name_both_records():
@@ -73,8 +91,7 @@ def test_missing_input_and_empty_input_count_as_the_same_record():
 def test_all_problems_at_once_in_record_order():
     raw = [GOOD, {"instruction": 1}, "x", dict(GOOD), {"instruction": "y", "input": 3, "output": ""}]
     problems = find_problems(raw, "d.json")
-    assert [p.split(":")[1].strip() for p in problems] == ["record 1"] * 2 + ["record 2", "record 3"] + \
-        ["record 4"] * 2
+    assert [p.split(":")[1].strip() for p in problems] == ["record 1"] * 2 + ["record 2", "record 3"] + ["record 4"] * 2
     assert "field 'instruction' is a number (1)" in problems[0]
     assert "field 'output' is missing" in problems[1]
 

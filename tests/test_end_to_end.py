@@ -18,11 +18,32 @@ def test_reproduce_on_tiny_model(tmp_path: Path, capsys) -> None:
     reference = [{**r, "model_response": r["output"] if i % 2 else "no"} for i, r in enumerate(records[34:38])]
     (tmp_path / "instruction-data-with-response.json").write_text(json.dumps(reference))
     out = tmp_path / "r"
-    code = sft_main(["reproduce", "--data", str(data), "--output-dir", str(out), "--recipe",
-                     str(REPO / "recipes" / "tiny.yaml"), "--", "--max_steps", "3"])
+    code = sft_main(
+        [
+            "reproduce",
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--recipe",
+            str(REPO / "recipes" / "tiny.yaml"),
+            "--",
+            "--max_steps",
+            "3",
+        ]
+    )
     assert code == 0
-    for name in ("eval/responses.json", "eval/metrics.json", "eval/report.md", "eval/loss.png",
-                 "data/train.json", "data/validation.json", "data/test.json", "results.md", "results.json"):
+    for name in (
+        "eval/responses.json",
+        "eval/metrics.json",
+        "eval/report.md",
+        "eval/loss.png",
+        "data/train.json",
+        "data/validation.json",
+        "data/test.json",
+        "results.md",
+        "results.json",
+    ):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "data" / "test.json").read_text())) == 4
     metrics = json.loads((out / "eval" / "metrics.json").read_text())

@@ -9,8 +9,20 @@ from sft.evaluation import evaluate_model, select_split, slug
 from sft.report import eval_report
 
 METRIC_KEYS = {
-    "model", "data", "split", "n", "rouge_l", "bleu", "exact_match", "exact_match_normalized", "ended_at_eos",
-    "generation", "seconds", "responses_per_second", "by_kind", "per_record",
+    "model",
+    "data",
+    "split",
+    "n",
+    "rouge_l",
+    "bleu",
+    "exact_match",
+    "exact_match_normalized",
+    "ended_at_eos",
+    "generation",
+    "seconds",
+    "responses_per_second",
+    "by_kind",
+    "per_record",
 }
 
 
@@ -31,8 +43,24 @@ def read(path):
 
 def test_eval_writes_responses_metrics_and_report(tiny_model_dir, alpaca_file, alpaca_records, tmp_path, capsys):
     out = tmp_path / "eval"
-    code = sft_main(["eval", "--model", str(tiny_model_dir), "--data", str(alpaca_file), "--split", "all",
-                     "--max-new-tokens", "4", "--batch-size", "3", "--output-dir", str(out), "--no-progress"])
+    code = sft_main(
+        [
+            "eval",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(alpaca_file),
+            "--split",
+            "all",
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "3",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     responses = read(out / "responses.json")
     assert [{k: v for k, v in r.items() if k != "model_response"} for r in responses] == alpaca_records
@@ -53,8 +81,25 @@ def test_eval_uses_the_seed_split_and_limit(tmp_path):
     data = tmp_path / "data.json"
     records = write_records(data, 40)
     out = tmp_path / "eval"
-    assert sft_main(["eval", "--model", "sft-tiny-gpt2", "--data", str(data), "--limit", "3",
-                     "--max-new-tokens", "2", "--output-dir", str(out), "--no-progress"]) == 0
+    assert (
+        sft_main(
+            [
+                "eval",
+                "--model",
+                "sft-tiny-gpt2",
+                "--data",
+                str(data),
+                "--limit",
+                "3",
+                "--max-new-tokens",
+                "2",
+                "--output-dir",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     # 40 records: 34 train, then 4 test, then 2 validation; the limit keeps the first 3 of test.
     assert [r["instruction"] for r in read(out / "responses.json")] == [r["instruction"] for r in records[34:37]]
 
@@ -63,8 +108,25 @@ def test_breakdown_by_kind(tiny_model_dir, tmp_path):
     data = tmp_path / "data.json"
     write_records(data, 6, kinds=True)
     out = tmp_path / "eval"
-    assert sft_main(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--split", "all",
-                     "--max-new-tokens", "2", "--output-dir", str(out), "--no-progress"]) == 0
+    assert (
+        sft_main(
+            [
+                "eval",
+                "--model",
+                str(tiny_model_dir),
+                "--data",
+                str(data),
+                "--split",
+                "all",
+                "--max-new-tokens",
+                "2",
+                "--output-dir",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     metrics = read(out / "metrics.json")
     assert set(metrics["by_kind"]) == {"even", "odd"}
     assert metrics["by_kind"]["even"]["n"] == 3
@@ -76,8 +138,16 @@ def test_evaluate_model_with_a_model_in_memory(alpaca_records, tmp_path):
     from sft.generate import load_for_inference
 
     model, tokenizer, template = load_for_inference("sft-tiny-gpt2")
-    metrics = evaluate_model("in-memory", alpaca_records, tmp_path, model=model, tokenizer=tokenizer,
-                             template=template, max_new_tokens=3, progress=False)
+    metrics = evaluate_model(
+        "in-memory",
+        alpaca_records,
+        tmp_path,
+        model=model,
+        tokenizer=tokenizer,
+        template=template,
+        max_new_tokens=3,
+        progress=False,
+    )
     assert metrics["model"] == "in-memory" and metrics["n"] == 4
     assert metrics == read(tmp_path / "metrics.json")
     assert metrics["by_kind"] == {}
@@ -102,10 +172,20 @@ def test_slug():
 
 def test_report_lists_worst_and_best():
     per_record = [{"index": i, "rouge_l": score} for i, score in enumerate([0.5, 0.1, 0.9, 0.3])]
-    metrics = {"model": "m", "n": 4, "rouge_l": 0.45, "bleu": 10.0, "exact_match": 0.0,
-               "exact_match_normalized": 0.0, "per_record": per_record, "generation": {}}
-    responses = [{"instruction": f"task {i} | piped", "output": "line one\nline two", "model_response": f"r{i}"}
-                 for i in range(4)]
+    metrics = {
+        "model": "m",
+        "n": 4,
+        "rouge_l": 0.45,
+        "bleu": 10.0,
+        "exact_match": 0.0,
+        "exact_match_normalized": 0.0,
+        "per_record": per_record,
+        "generation": {},
+    }
+    responses = [
+        {"instruction": f"task {i} | piped", "output": "line one\nline two", "model_response": f"r{i}"}
+        for i in range(4)
+    ]
     report = eval_report(metrics, responses)
     worst, best = report.split("## 2 best records by ROUGE-L")
     assert worst.index("| 2 | 0.100 |") < worst.index("| 4 | 0.300 |")

@@ -126,8 +126,9 @@ def test_batched_equals_one_at_a_time(noisy):
     model, tokenizer = noisy
     tokenizer.padding_side = "right"  # generation pads on the left whatever the tokenizer says
     batched = generate_responses(model, tokenizer, RECORDS, batch_size=3, max_new_tokens=16, progress=False)
-    single = [generate_responses(model, tokenizer, [r], batch_size=1, max_new_tokens=16, progress=False)[0]
-              for r in RECORDS]
+    single = [
+        generate_responses(model, tokenizer, [r], batch_size=1, max_new_tokens=16, progress=False)[0] for r in RECORDS
+    ]
     assert batched == single
     assert len({r.text for r in batched}) > 1  # the comparison is not between identical outputs
 
@@ -148,10 +149,12 @@ def test_ended_at_eos_is_reported(noisy, eager_to_stop):
 
 def test_sampling_is_reproducible_with_a_seed(noisy):
     model, tokenizer = noisy
-    first = generate_responses(model, tokenizer, RECORDS, max_new_tokens=8, temperature=1.0, top_p=0.9,
-                               progress=False, seed=7)
-    again = generate_responses(model, tokenizer, RECORDS, max_new_tokens=8, temperature=1.0, top_p=0.9,
-                               progress=False, seed=7)
+    first = generate_responses(
+        model, tokenizer, RECORDS, max_new_tokens=8, temperature=1.0, top_p=0.9, progress=False, seed=7
+    )
+    again = generate_responses(
+        model, tokenizer, RECORDS, max_new_tokens=8, temperature=1.0, top_p=0.9, progress=False, seed=7
+    )
     assert first == again
 
 

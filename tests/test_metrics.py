@@ -36,7 +36,7 @@ def test_rouge_l_stems_and_averages_over_records():
 def test_corpus_bleu_by_hand():
     # n-gram precisions 4/5, 3/4, 2/3, 1/2 and equal lengths: BLEU = (0.2) ** (1/4).
     scores = score_responses(["the cat sat on mat"], ["the cat sat on hat"])
-    assert scores["bleu"] == pytest.approx(100 * 0.2 ** 0.25, abs=1e-6)
+    assert scores["bleu"] == pytest.approx(100 * 0.2**0.25, abs=1e-6)
     assert scores["bleu_tokenize"] == "13a"
 
 

@@ -7,8 +7,11 @@ import torch
 MODELS = ("sft-tiny-gpt2", "sft-tiny-llama")
 TOLERANCE = 1e-5
 RECORDS = [
-    {"instruction": "Rewrite the sentence in passive voice.", "input": "The cat chased the mouse.",
-     "output": "The mouse was chased by the cat."},
+    {
+        "instruction": "Rewrite the sentence in passive voice.",
+        "input": "The cat chased the mouse.",
+        "output": "The mouse was chased by the cat.",
+    },
     {"instruction": "What is the capital of France?", "input": "", "output": "Paris."},
     {"instruction": "Classify the sentiment.", "input": "I love it!", "output": "Positive"},
 ]

@@ -91,8 +91,18 @@ def test_cpu_defaults_are_fast() -> None:
 def test_tiny_full_run_writes_every_output(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert sft_main(["train", TINY, "--output_dir", str(out), "--max_steps", "6", "--logging_steps", "2"]) == 0
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "sft_template.json",
-                 "sft_config.yaml", "metrics.json", "trainer_state.json", "loss.png", "loss.pdf"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sft_template.json",
+        "sft_config.yaml",
+        "metrics.json",
+        "trainer_state.json",
+        "loss.png",
+        "loss.pdf",
+    ):
         assert (out / name).is_file(), name
     assert not [p for p in out.rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl"}], "pickle in outputs"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -107,14 +117,30 @@ def test_tiny_full_run_writes_every_output(tmp_path: Path, capsys) -> None:
 
 def test_training_lowers_the_loss(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert sft_main(["train", TINY, "--output_dir", str(out), "--max_steps", "30", "--logging_steps", "1",
-                     "--eval_strategy", "no"]) == 0
+    assert (
+        sft_main(
+            [
+                "train",
+                TINY,
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "30",
+                "--logging_steps",
+                "1",
+                "--eval_strategy",
+                "no",
+            ]
+        )
+        == 0
+    )
     losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
 
-@pytest.mark.parametrize("method, saved", [("lora", "adapter_model.safetensors"),
-                                           ("prompt_tuning", "adapter_model.safetensors")])
+@pytest.mark.parametrize(
+    "method, saved", [("lora", "adapter_model.safetensors"), ("prompt_tuning", "adapter_model.safetensors")]
+)
 def test_peft_methods_save_adapters(tmp_path: Path, method: str, saved: str) -> None:
     out = tmp_path / method
     assert sft_main(["train", TINY, "--method", method, "--output_dir", str(out), "--max_steps", "2"]) == 0
@@ -133,8 +159,9 @@ def test_qlora_without_gpu_says_why(tmp_path: Path, capsys) -> None:
 
 def test_unreachable_hub_model_fails_fast_in_one_line(tmp_path: Path) -> None:
     started = time.perf_counter()
-    result = run([PYTHON, "-m", "sft", "train", str(REPO / "recipes" / "gpt2-medium.yaml"),
-                  "--output_dir", str(tmp_path / "g")])
+    result = run(
+        [PYTHON, "-m", "sft", "train", str(REPO / "recipes" / "gpt2-medium.yaml"), "--output_dir", str(tmp_path / "g")]
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "smollm2-135m-instruct" in lines[0] and "/local/dir" in lines[0], result.stderr
@@ -145,9 +172,25 @@ def test_unreachable_hub_model_fails_fast_in_one_line(tmp_path: Path) -> None:
 def test_local_gpt2_checkpoint_trains_with_the_seed_recipe(tmp_path: Path, tiny_model_dir: Path) -> None:
     """The seed recipe with --model_name_or_path pointing at a local GPT-2 shaped checkpoint."""
     out = tmp_path / "gpt2"
-    assert sft_main(["train", str(REPO / "recipes" / "gpt2-medium.yaml"), "--model_name_or_path",
-                     str(tiny_model_dir), "--dataset_name", "sft-synth", "--max_train_records", "16",
-                     "--max_steps", "2", "--output_dir", str(out)]) == 0
+    assert (
+        sft_main(
+            [
+                "train",
+                str(REPO / "recipes" / "gpt2-medium.yaml"),
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--dataset_name",
+                "sft-synth",
+                "--max_train_records",
+                "16",
+                "--max_steps",
+                "2",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "model.safetensors").is_file()
 
 
@@ -168,15 +211,35 @@ def test_three_launch_forms_agree(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path) -> None:
-    args = ["-m", "sft.train", TINY, "--max_train_records", "512", "--max_steps", "150", "--save_strategy", "steps",
-            "--save_steps", "5", "--eval_strategy", "no", "--logging_steps", "50"]
+    args = [
+        "-m",
+        "sft.train",
+        TINY,
+        "--max_train_records",
+        "512",
+        "--max_steps",
+        "150",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "5",
+        "--eval_strategy",
+        "no",
+        "--logging_steps",
+        "50",
+    ]
     whole = run([PYTHON, *args, "--output_dir", str(tmp_path / "whole")])
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([PYTHON, *args, "--output_dir", str(out)], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [PYTHON, *args, "--output_dir", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (out / "checkpoint-10" / "trainer_state.json").is_file():
         assert process.poll() is None and time.time() < deadline, "run ended before it could be killed"
@@ -193,8 +256,21 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_cpu_processes_train_agree_and_save_once(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    result = run([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "sft/train.py", TINY,
-                  "--max_steps", "4", "--output_dir", str(out)])
+    result = run(
+        [
+            ACCELERATE,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "sft/train.py",
+            TINY,
+            "--max_steps",
+            "4",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     losses = dict(re.findall(r"rank (\d/2): train_loss=(\d+\.\d{6})", log))

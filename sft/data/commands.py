@@ -43,7 +43,9 @@ FORMAT_HELP = (
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sft data", description=DESCRIPTION, epilog=EXAMPLES,
+        prog="sft data",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", title="actions")
@@ -56,7 +58,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 def subparser(actions: Any, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
     return actions.add_parser(
-        name, help=summary, description=description, epilog="examples:\n" + examples,
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -69,7 +74,9 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
 
 def add_check(actions: Any) -> None:
     parser = subparser(
-        actions, "check", "validate a data file and list every problem in it",
+        actions,
+        "check",
+        "validate a data file and list every problem in it",
         "Validate every record and report all problems at once, one line each, naming the file,\n"
         "the record (counted from 0) and the field. Exits 0 when the data is valid, 2 otherwise.\n"
         "With --max-length, records longer than that many tokens (prompt + response + EOS) under\n"
@@ -80,15 +87,18 @@ def add_check(actions: Any) -> None:
         "  sft data check data.json --model smollm2-135m-instruct --max-length 512",
     )
     add_source_args(parser)
-    parser.add_argument("--model", metavar="M", help=f"tokenizer for length checks (default with --max-length: "
-                        f"{OFFLINE_DEFAULT})")
+    parser.add_argument(
+        "--model", metavar="M", help=f"tokenizer for length checks (default with --max-length: {OFFLINE_DEFAULT})"
+    )
     parser.add_argument("--max-length", type=positive_int, metavar="N", help="longest allowed record, in tokens")
     parser.set_defaults(run=run_check)
 
 
 def add_prepare(actions: Any) -> None:
     parser = subparser(
-        actions, "prepare", "split a data file into train, validation and test files",
+        actions,
+        "prepare",
+        "split a data file into train, validation and test files",
         "Validate the data, split it and write DIR/train.json, DIR/validation.json and DIR/test.json.\n"
         "By default records keep their order: the first 85% train, the next 10% test, the rest\n"
         "validation, which reproduces the seed data's published split. Prints the record count and\n"
@@ -100,39 +110,66 @@ def add_prepare(actions: Any) -> None:
     )
     add_source_args(parser)
     parser.add_argument("--output-dir", required=True, metavar="DIR", help="where the split files are written")
-    parser.add_argument("--train-fraction", type=float, default=0.85, metavar="F", help="share for training "
-                        "(default 0.85)")
-    parser.add_argument("--test-fraction", type=float, default=0.10, metavar="F", help="share for testing "
-                        "(default 0.10); validation gets the rest")
+    parser.add_argument(
+        "--train-fraction", type=float, default=0.85, metavar="F", help="share for training (default 0.85)"
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.10,
+        metavar="F",
+        help="share for testing (default 0.10); validation gets the rest",
+    )
     parser.add_argument("--shuffle", action="store_true", help="shuffle before splitting (default: keep order)")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="shuffle seed (default 0)")
-    parser.add_argument("--model", default=OFFLINE_DEFAULT, metavar="M",
-                        help=f"tokenizer for the length statistics (default {OFFLINE_DEFAULT})")
-    parser.add_argument("--max-length", type=positive_int, metavar="N",
-                        help="refuse records longer than N tokens (prompt + response + EOS)")
+    parser.add_argument(
+        "--model",
+        default=OFFLINE_DEFAULT,
+        metavar="M",
+        help=f"tokenizer for the length statistics (default {OFFLINE_DEFAULT})",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        metavar="N",
+        help="refuse records longer than N tokens (prompt + response + EOS)",
+    )
     parser.set_defaults(run=run_prepare)
 
 
 def add_inspect(actions: Any) -> None:
     parser = subparser(
-        actions, "inspect", "show one record's tokens and training labels",
+        actions,
+        "inspect",
+        "show one record's tokens and training labels",
         "Tokenize one record exactly as training does and show each token with its label: prompt\n"
         "tokens are -100 (ignored by the loss), response tokens and the closing EOS are learned.",
         "  sft data inspect data.json --model smollm2-135m-instruct --index 0\n"
         "  sft data inspect data.json --model ./my-model --index 12 --json",
     )
     add_source_args(parser)
-    parser.add_argument("--model", default=OFFLINE_DEFAULT, metavar="M",
-                        help=f"model whose tokenizer to use (default {OFFLINE_DEFAULT})")
-    parser.add_argument("--index", type=int, default=0, metavar="N",
-                        help="record number, counted from 0; negative counts from the end (default 0)")
+    parser.add_argument(
+        "--model",
+        default=OFFLINE_DEFAULT,
+        metavar="M",
+        help=f"model whose tokenizer to use (default {OFFLINE_DEFAULT})",
+    )
+    parser.add_argument(
+        "--index",
+        type=int,
+        default=0,
+        metavar="N",
+        help="record number, counted from 0; negative counts from the end (default 0)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(run=run_inspect)
 
 
 def add_synth(actions: Any) -> None:
     parser = subparser(
-        actions, "synth", "write the built-in synthetic data set to a file",
+        actions,
+        "synth",
+        "write the built-in synthetic data set to a file",
         "Generate distinct instruction records whose answers can be checked exactly (arithmetic,\n"
         "unit conversion, capitals, plurals, sorting, counting, JSON extraction, ...), each with a\n"
         "`kind` field. The same --n and --seed always give the same records. A .jsonl output gets\n"
@@ -172,13 +209,12 @@ def main(argv: list[str]) -> int:
 
 # Actions -------------------------------------------------------------------------------------------
 
+
 def read(args: argparse.Namespace, tokenizer: Any = None, max_length: int | None = None) -> list[dict[str, str]]:
     """The validated records of `args.file`; `--format` may be a named layout or a field mapping."""
     if tokenizer is None:
         return load_records(args.file, args.format, None, args.sha256)
-    return load_and_check(
-        args.file, args.format, None, args.sha256, tokenizer, max_length, template_for(args.model)
-    )
+    return load_and_check(args.file, args.format, None, args.sha256, tokenizer, max_length, template_for(args.model))
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -189,8 +225,10 @@ def run_check(args: argparse.Namespace) -> int:
     if tokenizer is not None:
         stats = length_stats(token_lengths(records, tokenizer, model))
         limit = f" (limit {args.max_length})" if args.max_length else ""
-        print(f"tokens per record with {model}: min {stats['min']}, mean {stats['mean']:.1f}, "
-              f"p95 {stats['p95']}, max {stats['max']}{limit}")
+        print(
+            f"tokens per record with {model}: min {stats['min']}, mean {stats['mean']:.1f}, "
+            f"p95 {stats['p95']}, max {stats['max']}{limit}"
+        )
     return 0
 
 
@@ -218,8 +256,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     records = read(args)
     if not -len(records) <= args.index < len(records):
         raise SFTError(
-            f"--index {args.index} is out of range: {args.file} has {len(records)} records "
-            f"(0 to {len(records) - 1})"
+            f"--index {args.index} is out of range: {args.file} has {len(records)} records (0 to {len(records) - 1})"
         )
     index = args.index % len(records)
     tokenizer = load_tokenizer(args.model)
@@ -242,6 +279,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 # Helpers -------------------------------------------------------------------------------------------
+
 
 def load_tokenizer(model: str) -> Any:
     from sft.models import load_tokenizer as load
@@ -302,8 +340,10 @@ def print_token_table(source: str, index: int, model: str, view: dict[str, Any])
     from sft.data.tokenize import IGNORE_INDEX
 
     print(f"{source}: record {index}, tokenized with {model}")
-    print(f"{view['prompt_tokens']} prompt tokens (label -100, not learned), "
-          f"{view['completion_tokens']} response tokens including EOS {view['eos_token']!r} (learned)")
+    print(
+        f"{view['prompt_tokens']} prompt tokens (label -100, not learned), "
+        f"{view['completion_tokens']} response tokens including EOS {view['eos_token']!r} (learned)"
+    )
     print(f"{'pos':>5}  {'token id':>8}  {'token':<24}  label")
     for position, (token, text, label) in enumerate(zip(view["input_ids"], view["token_texts"], view["labels"])):
         shown = "-100 (ignored)" if label == IGNORE_INDEX else str(label)

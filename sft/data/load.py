@@ -70,7 +70,12 @@ def load_and_check(
     raw = read_source(str(source), sha256)
     mapping = resolve_mapping(format, field_map, raw.records, raw.name)
     problems = collect_problems(
-        raw.records, raw.name, mapping, tokenizer=tokenizer, max_length=max_length, template=template,
+        raw.records,
+        raw.name,
+        mapping,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        template=template,
         lines=raw.lines,
     )
     if problems:
@@ -116,6 +121,7 @@ def synth_source(source: str) -> list[dict[str, str]]:
 
 # Files ---------------------------------------------------------------------------------------------
 
+
 def save_records(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
     """Write records atomically: JSON Lines for .jsonl, else a JSON array indented like the seed data.
 
@@ -135,10 +141,9 @@ def read_file(path: Path, name: str) -> RawSource:
     try:
         text = data.decode("utf-8-sig")  # tolerate the byte-order mark some editors write
     except UnicodeDecodeError as error:
-        raise DataError([
-            f"{name}: byte {error.start} (0x{data[error.start]:02x}) is not valid UTF-8; "
-            "save the file as UTF-8"
-        ]) from None
+        raise DataError(
+            [f"{name}: byte {error.start} (0x{data[error.start]:02x}) is not valid UTF-8; save the file as UTF-8"]
+        ) from None
     return parse_text(text, name, jsonl=path.suffix.lower() in JSONL_SUFFIXES)
 
 
@@ -163,9 +168,9 @@ def parse_json(text: str, name: str) -> RawSource:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DataError([
-            f"{name}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg}); fix the syntax there"
-        ]) from None
+        raise DataError(
+            [f"{name}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg}); fix the syntax there"]
+        ) from None
     return RawSource(value, name, record_lines(text) if isinstance(value, list) else None)
 
 
@@ -212,6 +217,7 @@ def record_lines(text: str) -> list[int]:
 
 
 # Formats -------------------------------------------------------------------------------------------
+
 
 def resolve_mapping(format: str, field_map: dict[str, str] | None, raw: Any, name: str) -> dict[str, str]:
     """Target field -> source field, from the format name, an explicit mapping, or the data itself."""
@@ -271,6 +277,7 @@ def check_targets(mapping: dict[str, str]) -> dict[str, str]:
 
 
 # URLs ----------------------------------------------------------------------------------------------
+
 
 def download(url: str, sha256: str | None = None) -> Path:
     """The cached copy of `url`, fetched on first use; a pinned hash must match before it is kept."""
@@ -337,6 +344,7 @@ def verify_sha256(path: Path, pin: str, name: str) -> None:
 
 # Hub data sets -------------------------------------------------------------------------------------
 
+
 def load_hub(source: str) -> list[Any]:
     """Rows of a Hub data set (`owner/name[:split]`, default split "train" or else the first)."""
     repo_id, _, split = source.partition(":")
@@ -345,15 +353,19 @@ def load_hub(source: str) -> list[Any]:
     offline = hub_offline()
     problem = None if offline else hub_unreachable()
     if problem:
-        raise SFTError(f"{source}: not a local file, and {problem} to load it as a data set; "
-                       "pass a JSON or JSONL file, a URL, or sft-synth")
+        raise SFTError(
+            f"{source}: not a local file, and {problem} to load it as a data set; "
+            "pass a JSON or JSONL file, a URL, or sft-synth"
+        )
     from datasets import load_dataset
 
     try:
         data = load_dataset(repo_id, split=split or None)
     except Exception as error:  # datasets raises many types; every one means "cannot load"
-        why = "the Hub is offline (HF_HUB_OFFLINE is set) and no cached copy exists" if offline else (
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}"
+        why = (
+            "the Hub is offline (HF_HUB_OFFLINE is set) and no cached copy exists"
+            if offline
+            else (f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}")
         )
         raise SFTError(
             f"{source}: not a local file, and cannot load it as a Hub data set: {why}; "

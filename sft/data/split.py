@@ -37,8 +37,8 @@ def split_records(
     n_test = min(int(len(items) * test_fraction + EPSILON), len(items) - n_train)
     return {
         "train": items[:n_train],
-        "validation": items[n_train + n_test:],
-        "test": items[n_train:n_train + n_test],
+        "validation": items[n_train + n_test :],
+        "test": items[n_train : n_train + n_test],
     }
 
 

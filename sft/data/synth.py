@@ -16,33 +16,101 @@ Record = dict[str, str]
 Generator = Callable[[random.Random], Record]
 
 CAPITALS = {
-    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
-    "Japan": "Tokyo", "Canada": "Ottawa", "Australia": "Canberra", "Brazil": "Brasília", "Egypt": "Cairo",
-    "Kenya": "Nairobi", "India": "New Delhi", "Norway": "Oslo", "Sweden": "Stockholm", "Poland": "Warsaw",
-    "Greece": "Athens", "Peru": "Lima", "Chile": "Santiago", "Ireland": "Dublin", "Austria": "Vienna",
-    "Finland": "Helsinki", "Denmark": "Copenhagen", "Mexico": "Mexico City", "Argentina": "Buenos Aires",
-    "Turkey": "Ankara", "Vietnam": "Hanoi", "Thailand": "Bangkok", "Morocco": "Rabat",
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Portugal": "Lisbon",
+    "Japan": "Tokyo",
+    "Canada": "Ottawa",
+    "Australia": "Canberra",
+    "Brazil": "Brasília",
+    "Egypt": "Cairo",
+    "Kenya": "Nairobi",
+    "India": "New Delhi",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Poland": "Warsaw",
+    "Greece": "Athens",
+    "Peru": "Lima",
+    "Chile": "Santiago",
+    "Ireland": "Dublin",
+    "Austria": "Vienna",
+    "Finland": "Helsinki",
+    "Denmark": "Copenhagen",
+    "Mexico": "Mexico City",
+    "Argentina": "Buenos Aires",
+    "Turkey": "Ankara",
+    "Vietnam": "Hanoi",
+    "Thailand": "Bangkok",
+    "Morocco": "Rabat",
 }
 ANTONYMS = {
-    "hot": "cold", "tall": "short", "happy": "sad", "early": "late", "heavy": "light", "loud": "quiet",
-    "fast": "slow", "rich": "poor", "open": "closed", "strong": "weak", "wide": "narrow", "empty": "full",
-    "ancient": "modern", "generous": "stingy", "brave": "cowardly", "rough": "smooth", "deep": "shallow",
-    "victory": "defeat", "accept": "refuse", "arrive": "depart", "increase": "decrease", "friend": "enemy",
+    "hot": "cold",
+    "tall": "short",
+    "happy": "sad",
+    "early": "late",
+    "heavy": "light",
+    "loud": "quiet",
+    "fast": "slow",
+    "rich": "poor",
+    "open": "closed",
+    "strong": "weak",
+    "wide": "narrow",
+    "empty": "full",
+    "ancient": "modern",
+    "generous": "stingy",
+    "brave": "cowardly",
+    "rough": "smooth",
+    "deep": "shallow",
+    "victory": "defeat",
+    "accept": "refuse",
+    "arrive": "depart",
+    "increase": "decrease",
+    "friend": "enemy",
 }
 PLURALS = {
-    "child": "children", "mouse": "mice", "goose": "geese", "tooth": "teeth", "foot": "feet",
-    "woman": "women", "person": "people", "leaf": "leaves", "knife": "knives", "wolf": "wolves",
-    "city": "cities", "baby": "babies", "box": "boxes", "church": "churches", "bus": "buses",
-    "cactus": "cacti", "crisis": "crises", "sheep": "sheep", "fish": "fish", "potato": "potatoes",
-    "hero": "heroes", "photo": "photos", "day": "days", "key": "keys", "ox": "oxen", "quiz": "quizzes",
+    "child": "children",
+    "mouse": "mice",
+    "goose": "geese",
+    "tooth": "teeth",
+    "foot": "feet",
+    "woman": "women",
+    "person": "people",
+    "leaf": "leaves",
+    "knife": "knives",
+    "wolf": "wolves",
+    "city": "cities",
+    "baby": "babies",
+    "box": "boxes",
+    "church": "churches",
+    "bus": "buses",
+    "cactus": "cacti",
+    "crisis": "crises",
+    "sheep": "sheep",
+    "fish": "fish",
+    "potato": "potatoes",
+    "hero": "heroes",
+    "photo": "photos",
+    "day": "days",
+    "key": "keys",
+    "ox": "oxen",
+    "quiz": "quizzes",
 }
 # (singular unit, plural unit, target plural unit, factor): value * factor converts exactly.
 CONVERSIONS = [
-    ("kilometer", "kilometers", "meters", 1000), ("meter", "meters", "centimeters", 100),
-    ("kilogram", "kilograms", "grams", 1000), ("liter", "liters", "milliliters", 1000),
-    ("hour", "hours", "minutes", 60), ("minute", "minutes", "seconds", 60), ("day", "days", "hours", 24),
-    ("week", "weeks", "days", 7), ("foot", "feet", "inches", 12), ("yard", "yards", "feet", 3),
-    ("centimeter", "centimeters", "millimeters", 10), ("ton", "tons", "kilograms", 1000),
+    ("kilometer", "kilometers", "meters", 1000),
+    ("meter", "meters", "centimeters", 100),
+    ("kilogram", "kilograms", "grams", 1000),
+    ("liter", "liters", "milliliters", 1000),
+    ("hour", "hours", "minutes", 60),
+    ("minute", "minutes", "seconds", 60),
+    ("day", "days", "hours", 24),
+    ("week", "weeks", "days", 7),
+    ("foot", "feet", "inches", 12),
+    ("yard", "yards", "feet", 3),
+    ("centimeter", "centimeters", "millimeters", 10),
+    ("ton", "tons", "kilograms", 1000),
 ]
 CATEGORIES = {
     "fruit": ["apple", "banana", "cherry", "mango", "pear", "plum", "grape", "kiwi", "lemon", "peach"],
@@ -51,21 +119,111 @@ CATEGORIES = {
     "tool": ["hammer", "chisel", "wrench", "saw", "drill", "pliers", "spanner", "trowel", "rake"],
 }
 WORDS = sorted({word for words in CATEGORIES.values() for word in words} | set(ANTONYMS) | set(PLURALS))
-FIRST_NAMES = ["Maria", "Tomás", "Aiko", "Lena", "Omar", "Priya", "Jonas", "Zoe", "Kwame", "Ines", "Mei",
-               "Rafael", "Sofia", "Nikolai", "Amara", "Hugo", "Yara", "Felix", "Chloé", "Ravi"]
-LAST_NAMES = ["Lopez", "Novak", "Tanaka", "Okafor", "Berg", "Haddad", "Rossi", "Kim", "Moreau", "Silva",
-              "Nguyen", "Fischer", "Costa", "Patel", "Larsen", "Dubois"]
-PRODUCTS = ["desk lamp", "rain jacket", "coffee grinder", "backpack", "chess set", "kettle", "yoga mat",
-            "bike helmet", "notebook", "toaster", "headphones", "water bottle"]
-EVENTS = ["book club meeting", "team lunch", "garden party", "science fair", "charity run",
-          "film night", "board game evening", "piano recital", "cooking class", "quiz night"]
+FIRST_NAMES = [
+    "Maria",
+    "Tomás",
+    "Aiko",
+    "Lena",
+    "Omar",
+    "Priya",
+    "Jonas",
+    "Zoe",
+    "Kwame",
+    "Ines",
+    "Mei",
+    "Rafael",
+    "Sofia",
+    "Nikolai",
+    "Amara",
+    "Hugo",
+    "Yara",
+    "Felix",
+    "Chloé",
+    "Ravi",
+]
+LAST_NAMES = [
+    "Lopez",
+    "Novak",
+    "Tanaka",
+    "Okafor",
+    "Berg",
+    "Haddad",
+    "Rossi",
+    "Kim",
+    "Moreau",
+    "Silva",
+    "Nguyen",
+    "Fischer",
+    "Costa",
+    "Patel",
+    "Larsen",
+    "Dubois",
+]
+PRODUCTS = [
+    "desk lamp",
+    "rain jacket",
+    "coffee grinder",
+    "backpack",
+    "chess set",
+    "kettle",
+    "yoga mat",
+    "bike helmet",
+    "notebook",
+    "toaster",
+    "headphones",
+    "water bottle",
+]
+EVENTS = [
+    "book club meeting",
+    "team lunch",
+    "garden party",
+    "science fair",
+    "charity run",
+    "film night",
+    "board game evening",
+    "piano recital",
+    "cooking class",
+    "quiz night",
+]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 POSITIVE = ["loved", "enjoyed", "was delighted by", "would happily recommend", "was impressed by"]
 NEGATIVE = ["hated", "regretted buying", "was disappointed by", "would never recommend", "was annoyed by"]
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-        "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
@@ -101,6 +259,7 @@ def record(instruction: str, output: str, input: str = "") -> Record:
 
 # Question answering -------------------------------------------------------------------------------
 
+
 def arithmetic(rng: random.Random) -> Record:
     a, b = rng.randint(2, 999), rng.randint(2, 999)
     op, word, result = rng.choice([("+", "plus", a + b), ("-", "minus", a - b), ("*", "times", a * b)])
@@ -115,18 +274,19 @@ def conversion(rng: random.Random) -> Record:
     unit = one if value == 1 else many
     if rng.random() < 0.5:
         return record(f"Convert {value} {unit} to {target}.", f"{value} {unit} is {value * factor} {target}.")
-    return record(f"How many {target} are there in the given amount?", f"{value * factor} {target}.",
-                  f"{value} {unit}")
+    return record(f"How many {target} are there in the given amount?", f"{value * factor} {target}.", f"{value} {unit}")
 
 
 def capital(rng: random.Random) -> Record:
     country = rng.choice(sorted(CAPITALS))
     city = CAPITALS[country]
-    return rng.choice([
-        record(f"What is the capital of {country}?", f"The capital of {country} is {city}."),
-        record("Name the capital city of the country below.", city, country),
-        record(f"Which country has {city} as its capital?", f"{city} is the capital of {country}."),
-    ])
+    return rng.choice(
+        [
+            record(f"What is the capital of {country}?", f"The capital of {country} is {city}."),
+            record("Name the capital city of the country below.", city, country),
+            record(f"Which country has {city} as its capital?", f"{city} is the capital of {country}."),
+        ]
+    )
 
 
 def counting(rng: random.Random) -> Record:
@@ -140,6 +300,7 @@ def counting(rng: random.Random) -> Record:
 
 
 # Rewriting ----------------------------------------------------------------------------------------
+
 
 def antonym(rng: random.Random) -> Record:
     word, opposite = rng.choice(sorted(ANTONYMS.items()))
@@ -161,8 +322,7 @@ def sort_words(rng: random.Random) -> Record:
     words = rng.sample(WORDS, rng.randint(3, 7))
     reverse = rng.random() < 0.3
     order = "reverse alphabetical" if reverse else "alphabetical"
-    return record(f"Sort these words into {order} order.", ", ".join(sorted(words, reverse=reverse)),
-                  ", ".join(words))
+    return record(f"Sort these words into {order} order.", ", ".join(sorted(words, reverse=reverse)), ", ".join(words))
 
 
 def change_case(rng: random.Random) -> Record:
@@ -178,6 +338,7 @@ def reverse_words(rng: random.Random) -> Record:
 
 
 # Classification -----------------------------------------------------------------------------------
+
 
 def parity(rng: random.Random) -> Record:
     value = rng.randint(0, 99999)
@@ -201,8 +362,11 @@ def sentiment(rng: random.Random) -> Record:
     verb = rng.choice(POSITIVE if positive else NEGATIVE)
     who = rng.choice(FIRST_NAMES)
     thing = rng.choice(PRODUCTS + EVENTS)
-    return record("Classify the sentiment of the sentence as positive or negative.",
-                  "Positive" if positive else "Negative", f"{who} {verb} the {thing}.")
+    return record(
+        "Classify the sentiment of the sentence as positive or negative.",
+        "Positive" if positive else "Negative",
+        f"{who} {verb} the {thing}.",
+    )
 
 
 def compare_numbers(rng: random.Random) -> Record:
@@ -213,33 +377,44 @@ def compare_numbers(rng: random.Random) -> Record:
 
 # Summarising --------------------------------------------------------------------------------------
 
+
 def scores_summary(rng: random.Random) -> Record:
     names = rng.sample(FIRST_NAMES, rng.randint(3, 5))
     scores = rng.sample(range(40, 101), len(names))
     best = names[scores.index(max(scores))]
     mean = sum(scores) / len(scores)
     table = "\n".join(f"{name}: {score}" for name, score in zip(names, scores))
-    return record("Summarise the test scores in one sentence, naming the top scorer and the average.",
-                  f"{best} scored highest with {max(scores)}; the average was {mean:.1f}.", table)
+    return record(
+        "Summarise the test scores in one sentence, naming the top scorer and the average.",
+        f"{best} scored highest with {max(scores)}; the average was {mean:.1f}.",
+        table,
+    )
 
 
 def shopping_summary(rng: random.Random) -> Record:
     items = rng.sample(PRODUCTS, rng.randint(2, 5))
     cents = [rng.randint(150, 9999) for _ in items]
     lines = "\n".join(f"{item}: {price / 100:.2f}" for item, price in zip(items, cents))
-    return record("Summarise the receipt: how many items, and what is the total?",
-                  f"{len(items)} items costing {sum(cents) / 100:.2f} in total.", lines)
+    return record(
+        "Summarise the receipt: how many items, and what is the total?",
+        f"{len(items)} items costing {sum(cents) / 100:.2f} in total.",
+        lines,
+    )
 
 
 def temperature_summary(rng: random.Random) -> Record:
     days = DAYS[: rng.randint(3, 7)]
     temps = [rng.randint(-5, 35) for _ in days]
     text = ", ".join(f"{day} {temp}°C" for day, temp in zip(days, temps))
-    return record("Summarise the temperatures with their range in one sentence.",
-                  f"Temperatures ranged from {min(temps)}°C to {max(temps)}°C over {len(days)} days.", text)
+    return record(
+        "Summarise the temperatures with their range in one sentence.",
+        f"Temperatures ranged from {min(temps)}°C to {max(temps)}°C over {len(days)} days.",
+        text,
+    )
 
 
 # Extracting JSON ----------------------------------------------------------------------------------
+
 
 def person_json(rng: random.Random) -> Record:
     name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
@@ -270,6 +445,7 @@ def event_json(rng: random.Random) -> Record:
 
 
 # Writing ------------------------------------------------------------------------------------------
+
 
 def number_words(value: int) -> str:
     """English words for 0..999 999, the way a cheque would spell them."""
@@ -306,8 +482,9 @@ def invitation(rng: random.Random) -> Record:
 def capital_sentence(rng: random.Random) -> Record:
     country = rng.choice(sorted(CAPITALS))
     city = CAPITALS[country]
-    return record("Write a sentence stating the capital of the country given.",
-                  f"{city} is the capital of {country}.", country)
+    return record(
+        "Write a sentence stating the capital of the country given.", f"{city} is the capital of {country}.", country
+    )
 
 
 GENERATORS: dict[str, list[Generator]] = {

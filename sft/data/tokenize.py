@@ -26,9 +26,7 @@ def encode_completions(tokenizer: Any, completions: Sequence[str]) -> list[list[
     return [list(row) + [tokenizer.eos_token_id] for row in ids]
 
 
-def tokenize_batch(
-    batch: dict[str, list[str]], tokenizer: Any, template: PromptTemplate
-) -> dict[str, list[list[int]]]:
+def tokenize_batch(batch: dict[str, list[str]], tokenizer: Any, template: PromptTemplate) -> dict[str, list[list[int]]]:
     """`datasets.map(batched=True)` function: records in, `input_ids` and `labels` out."""
     prompts = [template.render(ins, inp or "") for ins, inp in zip(batch["instruction"], batch["input"])]
     prompt_ids = encode_prompts(tokenizer, prompts)

@@ -74,7 +74,7 @@ def top_level_problem(raw: Any, source: str) -> str | None:
     """A problem with the file as a whole: not a list of records, or no records at all."""
     if isinstance(raw, list):
         if not raw:
-            return f"{source}: holds no records; add at least one {{\"instruction\", \"input\", \"output\"}} object"
+            return f'{source}: holds no records; add at least one {{"instruction", "input", "output"}} object'
         return None
     hint = ""
     if isinstance(raw, dict):
@@ -135,8 +135,11 @@ def length_problems(
     indices = list(valid)
     lengths = record_token_lengths([valid[i] for i in indices], tokenizer, template or PromptTemplate())
     return [
-        (index, f"is {length} tokens long (prompt + response + EOS), more than --max-length {max_length}; "
-                "shorten its fields, remove it, or raise --max-length")
+        (
+            index,
+            f"is {length} tokens long (prompt + response + EOS), more than --max-length {max_length}; "
+            "shorten its fields, remove it, or raise --max-length",
+        )
         for index, length in zip(indices, lengths)
         if length > max_length
     ]

@@ -44,8 +44,15 @@ def score_responses(predictions: Sequence[str], references: Sequence[str]) -> di
     references = [str(r) for r in references]
     n = len(predictions)
     if n == 0:
-        return {"rouge_l": 0.0, "bleu": 0.0, "exact_match": 0.0, "exact_match_normalized": 0.0, "n": 0,
-                "bleu_tokenize": None, "per_record": []}
+        return {
+            "rouge_l": 0.0,
+            "bleu": 0.0,
+            "exact_match": 0.0,
+            "exact_match_normalized": 0.0,
+            "n": 0,
+            "bleu_tokenize": None,
+            "per_record": [],
+        }
     rouge = load_metric("rouge_l").compute(predictions=predictions, references=references)
     bleu = load_metric("bleu").compute(predictions=predictions, references=references)
     exact = load_metric("exact_match").compute(predictions=predictions, references=references)

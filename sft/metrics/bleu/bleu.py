@@ -33,7 +33,6 @@ class Bleu(evaluate.Metric):
         corpus = sacrebleu.corpus_bleu(predictions, [references], tokenize=tokenize).score if predictions else 0.0
         # Sentence BLEU is smoothed (sacrebleu's default `exp`), so a short partial match is not 0.
         per_record = [
-            sacrebleu.sentence_bleu(pred, [ref], tokenize=tokenize).score
-            for pred, ref in zip(predictions, references)
+            sacrebleu.sentence_bleu(pred, [ref], tokenize=tokenize).score for pred, ref in zip(predictions, references)
         ]
         return {"bleu": corpus, "bleu_per_record": per_record, "tokenize": tokenize}
