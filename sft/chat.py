@@ -7,6 +7,7 @@ header (where the response ends), so the printed text equals `generate_response`
 
 import argparse
 import contextlib
+import signal
 import sys
 import threading
 import time
@@ -187,13 +188,21 @@ def main(argv: list[str]) -> int:
         import readline  # noqa: F401  (line editing and history for input())
     print(f"Loading {args.model} ...", flush=True)
     try:
-        import torch
+        # Ctrl-C must reach the main thread, which waits for input in readline's select(); a worker thread
+        # that took the SIGINT would leave the prompt blocked. Threads inherit the mask of the thread that
+        # starts them, so torch's worker pool is started here with SIGINT blocked.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            import torch
 
-        from sft.generate import load_for_inference, sampling_kwargs
+            from sft.generate import load_for_inference, sampling_kwargs
 
-        sampling_kwargs(args.temperature, args.top_p)  # reject bad settings before the session starts
-        model, tokenizer, template = load_for_inference(args.model)
-        torch.manual_seed(args.seed)
+            sampling_kwargs(args.temperature, args.top_p)  # reject bad settings before the session starts
+            model, tokenizer, template = load_for_inference(args.model)
+            torch.manual_seed(args.seed)
+            torch.ones(256, 256) @ torch.ones(256, 256)  # starts the intra-op threads now, under the mask
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C held back lands here
     except KeyboardInterrupt:
         print(f"\n{GOODBYE}")
         return 0
