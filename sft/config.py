@@ -81,6 +81,13 @@ class ModelArguments(ModelConfig):
         default_factory=lambda: ["all-linear"],
         metadata={"help": "Modules that get LoRA adapters; `all-linear` covers every linear layer but the head."},
     )
+    freeze_parameters: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Full fine-tuning only: regular expressions naming weights to keep fixed, e.g. "
+            "`embed_tokens` (the input embeddings, and the output head where the two are tied)."
+        },
+    )
     num_virtual_tokens: int = field(default=20, metadata={"help": "Soft prompt length for prompt tuning."})
 
     def __post_init__(self) -> None:

@@ -168,3 +168,27 @@ def load_model(name: str, dtype: Any = None, **kwargs: Any) -> Any:
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except OSError as error:
         raise hub_error(name, error) from None
+
+
+def freeze_parameters(model: Any, patterns: list[str]) -> list[str]:
+    """Stop training every weight whose name matches one of the regular expressions; returns their names.
+
+    Transformers and PEFT freeze only through adapters, so full fine-tuning with some weights held
+    fixed (the embeddings, say) is set here. A pattern that matches nothing is a typo, and is refused.
+    """
+    import re
+
+    frozen: list[str] = []
+    for pattern in patterns:
+        regex = re.compile(pattern)
+        matched = [name for name, weight in model.named_parameters() if regex.search(name)]
+        if not matched:
+            raise SFTError(
+                f"freeze_parameters: {pattern!r} matches no weight of the model; "
+                "names look like 'model.embed_tokens.weight' or 'model.layers.0.mlp.up_proj.weight'"
+            )
+        for name, weight in model.named_parameters():
+            if name in matched:
+                weight.requires_grad_(False)
+        frozen.extend(name for name in matched if name not in frozen)
+    return frozen

@@ -138,6 +138,28 @@ def test_training_lowers_the_loss(tmp_path: Path) -> None:
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
 
+def test_frozen_weights_stay_and_the_rest_train(tmp_path: Path) -> None:
+    from sft.models import resolve_model
+
+    out = tmp_path / "run"
+    args = ["train", TINY, "--output_dir", str(out), "--max_steps", "3", "--learning_rate", "1e-2"]
+    assert sft_main([*args, "--freeze_parameters", "wte", "h\\.0\\.attn"]) == 0
+    before = weights(Path(resolve_model("sft-tiny-gpt2")))
+    after = weights(out)
+    for name in after:
+        fixed = name.endswith("wte.weight") or ".h.0.attn." in name
+        unchanged = torch.equal(before[name], after[name])
+        assert unchanged == fixed, name
+
+
+def test_freeze_pattern_that_matches_nothing_is_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    code = sft_main(["train", TINY, "--output_dir", str(out), "--max_steps", "1", "--freeze_parameters", "embed_tokns"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'embed_tokns' matches no weight" in err
+    assert not (out / "model.safetensors").exists()
+
+
 @pytest.mark.parametrize(
     "method, saved", [("lora", "adapter_model.safetensors"), ("prompt_tuning", "adapter_model.safetensors")]
 )
