@@ -178,17 +178,17 @@ def freeze_parameters(model: Any, patterns: list[str]) -> list[str]:
     """
     import re
 
-    frozen: list[str] = []
-    for pattern in patterns:
-        regex = re.compile(pattern)
-        matched = [name for name, weight in model.named_parameters() if regex.search(name)]
-        if not matched:
+    regexes = [re.compile(pattern) for pattern in patterns]
+    names = [name for name, _ in model.named_parameters()]
+    for pattern, regex in zip(patterns, regexes):
+        if not any(regex.search(name) for name in names):
             raise SFTError(
                 f"freeze_parameters: {pattern!r} matches no weight of the model; "
                 "names look like 'model.embed_tokens.weight' or 'model.layers.0.mlp.up_proj.weight'"
             )
-        for name, weight in model.named_parameters():
-            if name in matched:
-                weight.requires_grad_(False)
-        frozen.extend(name for name in matched if name not in frozen)
+    frozen: list[str] = []
+    for name, weight in model.named_parameters():
+        if any(regex.search(name) for regex in regexes):
+            weight.requires_grad_(False)
+            frozen.append(name)
     return frozen
