@@ -94,6 +94,10 @@ class ModelArguments(ModelConfig):
         super().__post_init__()
         if self.use_peft and self.method == "full":
             self.method = "lora"  # TRL's own switch means LoRA
+        if self.freeze_parameters and self.method != "full":
+            raise SFTError(
+                f"freeze_parameters applies to method full; method {self.method} already trains only its adapters"
+            )
 
 
 @dataclass

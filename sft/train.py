@@ -45,7 +45,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     from sft.allocator import keep_freed_memory
     from sft.data.template import DEFAULT_PREAMBLE, PromptTemplate
     from sft.data.tokenize import tokenize_dataset
-    from sft.errors import SFTError
     from sft.lean_loss import LeanLossSFTTrainer
     from sft.models import freeze_parameters, load_model, load_tokenizer, resolve_model
     from sft.peft_setup import build_peft_config, quantization_config
@@ -85,8 +84,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: T
     model = load_model(model_args.model_name_or_path, dtype=model_dtype(model_args), **model_kwargs)
     peft_config = build_peft_config(model_args, resolve_model(model_args.model_name_or_path))
     if model_args.freeze_parameters:
-        if model_args.method != "full":
-            raise SFTError(f"freeze_parameters applies to method full; {model_args.method} trains adapters only")
         frozen = freeze_parameters(model, model_args.freeze_parameters)
         logger.info(
             "Keeping %d weights fixed: %s", len(frozen), ", ".join(frozen[:4]) + (" ..." if len(frozen) > 4 else "")

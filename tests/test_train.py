@@ -158,6 +158,8 @@ def test_freeze_pattern_that_matches_nothing_is_refused(tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert code == 2 and "'embed_tokns' matches no weight" in err
     assert not (out / "model.safetensors").exists()
+    code = sft_main(["train", TINY, "--method", "lora", "--output_dir", str(out), "--freeze_parameters", "wte"])
+    assert code == 2 and "applies to method full" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
