@@ -179,16 +179,13 @@ def freeze_parameters(model: Any, patterns: list[str]) -> list[str]:
     import re
 
     regexes = [re.compile(pattern) for pattern in patterns]
-    names = [name for name, _ in model.named_parameters()]
+    matched = {name: weight for name, weight in model.named_parameters() if any(r.search(name) for r in regexes)}
     for pattern, regex in zip(patterns, regexes):
-        if not any(regex.search(name) for name in names):
+        if not any(regex.search(name) for name in matched):
             raise SFTError(
                 f"freeze_parameters: {pattern!r} matches no weight of the model; "
                 "names look like 'model.embed_tokens.weight' or 'model.layers.0.mlp.up_proj.weight'"
             )
-    frozen: list[str] = []
-    for name, weight in model.named_parameters():
-        if any(regex.search(name) for regex in regexes):
-            weight.requires_grad_(False)
-            frozen.append(name)
-    return frozen
+    for weight in matched.values():
+        weight.requires_grad_(False)
+    return list(matched)
