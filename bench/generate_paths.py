@@ -115,8 +115,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from sft.data.template import PromptTemplate
-    from sft.generate import extract_response, generate_responses
-    from sft.models import load_model, load_tokenizer
+    from sft.inference.generate import extract_response, generate_responses
+    from sft.inference.settings import GenerationSettings
+    from sft.models.load import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(spec["model"], padding_side="left")
     model = load_model(spec["model"], dtype=torch.float32)
@@ -131,10 +132,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 model,
                 tokenizer,
                 records,
-                batch_size=spec["batch_size"],
-                max_new_tokens=limit,
+                GenerationSettings(max_new_tokens=limit, batch_size=spec["batch_size"]),
+                PromptTemplate(),
                 progress=False,
-                template=PromptTemplate(),
             ),
             lengths,
         )

@@ -85,7 +85,7 @@ def model_shape(model: str) -> dict[str, int]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from bench.flops import shape_of
-    from sft.models import resolve_model
+    from sft.models.load import resolve_model
 
     config = AutoConfig.from_pretrained(resolve_model(model))
     with torch.device("meta"):
@@ -135,7 +135,7 @@ def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float) -> d
     """One process per path. `generate` runs first: the seed way's sampled steps need its continuation."""
     from bench.assets import model_dir
     from bench.child import run_child
-    from sft.generate import DEFAULT_BATCH_SIZE
+    from sft.inference.settings import DEFAULT_BATCH_SIZE
 
     limit = settings["max_new_tokens"]
     base = {"model": model_dir("gpt2-medium"), "data": str(data), "max_new_tokens": limit}

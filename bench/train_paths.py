@@ -23,7 +23,7 @@ def seed_loop(spec: dict[str, Any]) -> StepLog:
     import torch
     import torch.nn.functional as F
 
-    from sft.models import load_model, load_tokenizer
+    from sft.models.load import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(spec["model"])
     torch.manual_seed(SEED)
@@ -68,7 +68,7 @@ def trl_defaults(spec: dict[str, Any]) -> StepLog:
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from sft.models import load_tokenizer, resolve_model
+    from sft.models.load import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(spec["model"])
     examples = train_examples(spec["data"], tokenizer, spec["steps"] * spec["batch_size"])
@@ -126,14 +126,14 @@ def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
 
 
 def sft_default(spec: dict[str, Any]) -> StepLog:
-    """`sft.train.train` itself, with sft's defaults for this machine (bf16 autocast where the CPU runs
+    """`sft.training.run.train` itself, with sft's defaults for this machine (bf16 autocast where the CPU runs
     bf16 natively, fp32 elsewhere)."""
-    from sft.config import parse_recipe
-    from sft.train import train
+    from sft.training.config import parse_recipe
+    from sft.training.run import train
 
     log = instrument_trainers()
     with tempfile.TemporaryDirectory(prefix="sft-bench-sft-") as output_dir:
-        train(*parse_recipe(sft_argv(spec, output_dir)))
+        train(parse_recipe(sft_argv(spec, output_dir)))
     return log
 
 

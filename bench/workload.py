@@ -20,9 +20,8 @@ class Example:
 
 def seed_splits(data: str | Path, tokenizer: Any) -> dict[str, list[dict[str, str]]]:
     """Train / validation / test records: first 85% train, next 10% test, the rest validation."""
-    from sft.config import DataArguments
+    from sft.data.split import DataArguments, load_splits
     from sft.data.template import PromptTemplate
-    from sft.train import load_splits
 
     return load_splits(DataArguments(dataset_name=str(data)), tokenizer, PromptTemplate(), None)
 

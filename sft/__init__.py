@@ -9,7 +9,7 @@ __all__ = ["generate_response", "__version__"]
 def __getattr__(name: str) -> Any:
     # Deferred so that `import sft` (and `sft --help`) never pays for torch and transformers.
     if name == "generate_response":
-        from sft.generate import generate_response
+        from sft.inference.generate import generate_response
 
         return generate_response
     raise AttributeError(f"module 'sft' has no attribute {name!r}")

@@ -1,53 +1,79 @@
-"""The `sft` command: one registry of subcommands, each living in its own module.
+"""The `sft` command: one table of subcommands, each run by a function of a stage's commands module.
 
-Subcommand modules are imported only when run, so `sft --help` answers without loading torch.
-Every module exposes `main(argv: list[str]) -> int` and builds its own argparse parser, so
-`sft train ...`, `python -m sft train ...` and `python -m sft.train ...` share one parser.
+A command's module is imported only when that command runs, so `sft --help` answers without
+loading torch. `sft train ...`, `python -m sft train ...` and `accelerate launch sft/train.py ...`
+share one recipe parser.
 """
 
 import importlib
 import sys
+from collections.abc import Callable
 
+from sft import verbosity
 from sft.errors import DataError, SFTError
 
-# name -> (module, one-line summary)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("sft.train", "fine-tune a model from a YAML recipe (full, LoRA or prompt tuning)"),
-    "eval": ("sft.evaluation", "generate responses for a data split and score them"),
-    "score": ("sft.scoring", "score a responses file (records with `output` and `model_response`)"),
-    "compare": ("sft.compare", "run a base model and its fine-tune on the same prompts, side by side"),
-    "chat": ("sft.chat", "talk to a model interactively, with streamed responses"),
-    "generate": ("sft.generate", "one response for one instruction"),
-    "data": ("sft.data.commands", "check, prepare, inspect or synthesise instruction data"),
-    "merge": ("sft.merge", "merge a LoRA adapter into its base model"),
-    "push": ("sft.hub", "upload a model or adapter with a model card to the Hugging Face Hub"),
-    "download": ("sft.download", "download a model snapshot from the Hub into a local directory"),
-    "demo": ("sft.demo", "fine-tune the offline default on built-in data and show before/after"),
-    "reproduce": ("sft.reproduce", "split, fine-tune, generate and score: the full results run"),
+
+class Command:
+    def __init__(self, module: str, function: str, summary: str):
+        self.module, self.function, self.summary = module, function, summary
+
+    def run(self, argv: list[str]) -> int:
+        return int(getattr(importlib.import_module(self.module), self.function)(argv) or 0)
+
+
+# The order is the pipeline's: data, training, inference, evaluation, sharing, end-to-end runs.
+COMMANDS: dict[str, Command] = {
+    "data": Command("sft.data.commands", "data_command", "check, prepare, inspect or synthesise instruction data"),
+    "train": Command("sft.train", "main", "fine-tune a model from a YAML recipe (full, LoRA or prompt tuning)"),
+    "generate": Command("sft.inference.commands", "generate_command", "one response for one instruction"),
+    "chat": Command("sft.inference.commands", "chat_command", "talk to a model interactively, with streamed responses"),
+    "eval": Command("sft.evaluation.commands", "eval_command", "generate responses for a data split and score them"),
+    "score": Command(
+        "sft.evaluation.commands",
+        "score_command",
+        "score a responses file (records with `output` and `model_response`)",
+    ),
+    "compare": Command(
+        "sft.evaluation.commands",
+        "compare_command",
+        "run a base model and its fine-tune on the same prompts, side by side",
+    ),
+    "merge": Command("sft.models.commands", "merge_command", "merge a LoRA adapter into its base model"),
+    "push": Command(
+        "sft.hub.commands", "push_command", "upload a model or adapter with a model card to the Hugging Face Hub"
+    ),
+    "download": Command(
+        "sft.hub.commands", "download_command", "download a model snapshot from the Hub into a local directory"
+    ),
+    "demo": Command(
+        "sft.workflows.commands", "demo_command", "fine-tune the offline default on built-in data and show before/after"
+    ),
+    "reproduce": Command(
+        "sft.workflows.commands", "reproduce_command", "split, fine-tune, generate and score: the full results run"
+    ),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [
-        "usage: sft COMMAND [ARGS...]",
+        "usage: sft [--verbose] COMMAND [ARGS...]",
         "",
         "Teach a pretrained causal language model to follow instructions.",
         "",
         "commands:",
     ]
-    lines += [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
-    lines += ["", "Run `sft COMMAND --help` for a command's options."]
+    lines += [f"  {name.ljust(width)}  {command.summary}" for name, command in COMMANDS.items()]
+    lines += [
+        "",
+        "Run `sft COMMAND --help` for a command's options. --verbose (or SFT_VERBOSE=1) shows library",
+        "warnings and logs, which are hidden by default.",
+    ]
     return "\n".join(lines)
 
 
-def run_command(name: str, argv: list[str]) -> int:
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(argv) or 0)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = verbosity.take_verbose_flag(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(usage())
         return 0
@@ -60,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"sft: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    return guarded(lambda: run_command(name, rest))
+    verbosity.configure()
+    return guarded(lambda: COMMANDS[name].run(rest))
 
 
-def guarded(action) -> int:
+def guarded(action: Callable[[], int]) -> int:
     """Run `action`, turning user-fixable errors into messages on stderr and exit code 2."""
     try:
         return action()

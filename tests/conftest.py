@@ -24,7 +24,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
     """GPT-2 style: byte-level BPE, no pad token of its own (pad becomes EOS)."""
-    from sft.models import load_tokenizer
+    from sft.models.load import load_tokenizer
 
     return load_tokenizer("sft-tiny-gpt2")
 
@@ -32,7 +32,7 @@ def gpt2_tokenizer():
 @pytest.fixture(scope="session")
 def llama_tokenizer():
     """Llama style: BOS prepended, `</s>` as EOS and pad."""
-    from sft.models import load_tokenizer
+    from sft.models.load import load_tokenizer
 
     return load_tokenizer("sft-tiny-llama")
 
@@ -40,7 +40,7 @@ def llama_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """A two-layer GPT-2 shaped model directory, loadable by every command."""
-    from sft.tiny import tiny_model_dir
+    from sft.models.tiny import tiny_model_dir
 
     return tiny_model_dir("sft-tiny-gpt2")
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from sft.allocator import OPT_OUT, keep_freed_memory
+from sft.training.allocator import OPT_OUT, keep_freed_memory
 
 GLIBC = sys.platform == "linux" and ctypes.util.find_library("c") is not None
 

@@ -1,7 +1,6 @@
 """`sft chat`: streamed responses equal generate_response's, bad input and errors survive, clean exits."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -9,8 +8,11 @@ import pexpect
 import pytest
 import torch
 
-from sft.chat import GOODBYE, ResponseFilter, chat_loop, make_parser, stream_response
 from sft.data.template import PromptTemplate
+from sft.inference.chat import GOODBYE, ResponseFilter, chat_loop, stream_response
+from sft.inference.commands import make_chat_parser
+from sft.inference.generate import Generator
+from sft.inference.settings import GenerationSettings
 
 SFT = str(Path(sys.executable).parent / "sft")
 
@@ -18,7 +20,7 @@ SFT = str(Path(sys.executable).parent / "sft")
 @pytest.fixture(scope="module")
 def talkative_dir(tmp_path_factory):
     """The tiny model with large random weights, saved: its greedy responses contain words."""
-    from sft.models import load_model, load_tokenizer
+    from sft.models.load import load_model, load_tokenizer
 
     model = load_model("sft-tiny-gpt2", dtype=torch.float32)
     torch.manual_seed(3)
@@ -33,7 +35,7 @@ def talkative_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(talkative_dir):
-    from sft.generate import load_for_inference
+    from sft.inference.generate import load_for_inference
 
     return load_for_inference(str(talkative_dir))
 
@@ -63,12 +65,13 @@ def test_filter_drops_an_echoed_response_header():
 
 
 def test_streamed_text_equals_generate_response(loaded):
-    from sft.generate import generate_response
+    from sft.inference.generate import generate_response
 
     model, tokenizer, template = loaded
     for instruction, extra in [("What is the capital of France?", ""), ("Rewrite the sentence.", "The fox.")]:
         pieces: list[str] = []
-        result = stream_response(model, tokenizer, template, instruction, extra, max_new_tokens=20, write=pieces.append)
+        generator = Generator(model, tokenizer, template)
+        result = stream_response(generator, instruction, extra, GenerationSettings(max_new_tokens=20), pieces.append)
         expected = generate_response(model, tokenizer, instruction, extra, max_new_tokens=20, template=template)
         assert "".join(pieces) == result.text == expected
         assert result.new_tokens == 20 and not result.ended_at_eos
@@ -90,7 +93,7 @@ def test_errors_during_generation_are_reported_and_the_loop_goes_on(loaded, monk
         except StopIteration:
             raise EOFError from None
 
-    assert chat_loop(model, tokenizer, template, max_new_tokens=4, read=read) == 0
+    assert chat_loop(Generator(model, tokenizer, template), GenerationSettings(max_new_tokens=4), read=read) == 0
     out = capsys.readouterr().out
     assert out.count("error: no response (RuntimeError: device lost)") == 2
     assert out.rstrip().endswith(GOODBYE)
@@ -109,7 +112,7 @@ def spawn_chat(model_dir, *extra):
 
 
 def test_chat_in_a_terminal(talkative_dir, loaded):
-    from sft.generate import generate_response
+    from sft.inference.generate import generate_response
 
     model, tokenizer, template = loaded
     expected = generate_response(model, tokenizer, "Name a colour.", max_new_tokens=12, template=template)
@@ -148,14 +151,5 @@ def test_ctrl_c_exits_cleanly(tiny_model_dir):
 
 def test_help():
     with pytest.raises(SystemExit) as exit_info:
-        make_parser().parse_args(["--help"])
+        make_chat_parser().parse_args(["--help"])
     assert exit_info.value.code == 0
-
-
-def test_command_modules_import_without_torch():
-    code = (
-        "import sys, sft.chat, sft.compare\n"
-        "heavy = [m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from sft.cli import main as sft_main
-from sft.compare import rank_changes
-from sft.report import compare_report
+from sft.evaluation.compare import rank_changes
+from sft.evaluation.report import compare_report
 
 
 @pytest.fixture(scope="module")
 def talkative_dir(tmp_path_factory):
     """The tiny model with large random weights, saved: unlike the standard one (which emits only
     newlines), its greedy responses contain words."""
-    from sft.models import load_model, load_tokenizer
+    from sft.models.load import load_model, load_tokenizer
 
     model = load_model("sft-tiny-gpt2", dtype=torch.float32)
     torch.manual_seed(3)
@@ -32,7 +32,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
     """A freshly initialised LoRA adapter on the tiny model (it changes nothing until trained)."""
     from peft import LoraConfig, get_peft_model
 
-    from sft.models import load_model
+    from sft.models.load import load_model
 
     model = get_peft_model(
         load_model(str(tiny_model_dir), dtype=torch.float32),
@@ -48,11 +48,12 @@ def read(path):
 
 
 def test_compare_two_tiny_models(tiny_model_dir, talkative_dir, alpaca_records, tmp_path, capsys):
-    from sft.generate import generate_responses, load_for_inference
+    from sft.inference.generate import generate_responses, load_for_inference
+    from sft.inference.settings import GenerationSettings
 
     # References are the talkative model's own answers, so it beats the silent base on every record.
     model, tokenizer, template = load_for_inference(str(talkative_dir))
-    answers = generate_responses(model, tokenizer, alpaca_records, max_new_tokens=6, progress=False)
+    answers = generate_responses(model, tokenizer, alpaca_records, GenerationSettings(max_new_tokens=6), progress=False)
     records = [{**r, "output": a.text} for r, a in zip(alpaca_records, answers)]
     data = tmp_path / "data.json"
     data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
@@ -90,7 +91,7 @@ def test_compare_two_tiny_models(tiny_model_dir, talkative_dir, alpaca_records, 
     for role in ("base", "model"):
         assert {p.name for p in (out / role).iterdir()} >= {"responses.json", "metrics.json", "report.md"}
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "| ROUGE-L F1 | 0.0000 | 1.0000 | +1.0000 |" in report
+    assert "| ROUGE-L | 0.0000 | 1.0000 | +1.0000 |" in report
     assert "## Biggest improvements (ROUGE-L)" in report
     assert "4 improved, 0 regressed" in capsys.readouterr().out
 
@@ -163,7 +164,7 @@ def test_report_shows_regressions():
             "regressions": [change],
         }
     )
-    assert "| ROUGE-L F1 | 0.5000 | 0.2500 | -0.2500 |" in report
+    assert "| ROUGE-L | 0.5000 | 0.2500 | -0.2500 |" in report
     assert "| 1 | 1.000 | 0.000 | -1.000 | Say hi | hi | hi | bye |" in report
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from sft.data.synth import CAPITALS, KINDS, PLURALS, number_words, synth_records
-from sft.data.validate import find_problems
+from sft.data.validate import collect_problems
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_records_are_distinct(n):
 
 
 def test_records_are_valid_alpaca_with_a_kind(records):
-    assert find_problems(records, "sft-synth") == []
+    assert collect_problems(records, "sft-synth") == []
     assert all(list(r) == ["instruction", "input", "output", "kind"] for r in records)
     assert all(isinstance(value, str) for r in records for value in r.values())
 

@@ -7,14 +7,14 @@ import pytest
 from sft.data.load import load_records
 from sft.data.template import PromptTemplate
 from sft.data.tokenize import record_token_lengths
-from sft.data.validate import find_problems
+from sft.data.validate import collect_problems
 from sft.errors import DataError
 
 GOOD = {"instruction": "Name a prime.", "input": "", "output": "7"}
 
 
 def test_valid_records_have_no_problems(alpaca_records):
-    assert find_problems(alpaca_records, "data.json") == []
+    assert collect_problems(alpaca_records, "data.json") == []
 
 
 @pytest.mark.parametrize(
@@ -59,13 +59,13 @@ def test_valid_records_have_no_problems(alpaca_records):
     ],
 )
 def test_each_problem_names_file_record_and_field(record, expected):
-    [problem] = find_problems([GOOD, record], "data.json")
+    [problem] = collect_problems([GOOD, record], "data.json")
     assert problem.startswith(expected)
 
 
 def test_missing_and_null_input_are_allowed():
     assert (
-        find_problems(
+        collect_problems(
             [{"instruction": "a", "output": "b"}, {"instruction": "c", "input": None, "output": "d"}], "d.json"
         )
         == []
@@ -74,7 +74,7 @@ def test_missing_and_null_input_are_allowed():
 
 def test_duplicates_name_both_records():
     other = {"instruction": "Name a colour.", "input": "", "output": "Red"}
-    problems = find_problems([GOOD, other, dict(GOOD), other], "d.json")
+    problems = collect_problems([GOOD, other, dict(GOOD), other], "d.json")
     assert problems == [
         "d.json: record 2: duplicates record 0 exactly; remove one of the two",
         "d.json: record 3: duplicates record 1 exactly; remove one of the two",
@@ -83,14 +83,14 @@ def test_duplicates_name_both_records():
 
 def test_missing_input_and_empty_input_count_as_the_same_record():
     no_input = {"instruction": GOOD["instruction"], "output": GOOD["output"]}
-    assert find_problems([GOOD, no_input], "d.json") == [
+    assert collect_problems([GOOD, no_input], "d.json") == [
         "d.json: record 1: duplicates record 0 exactly; remove one of the two"
     ]
 
 
 def test_all_problems_at_once_in_record_order():
     raw = [GOOD, {"instruction": 1}, "x", dict(GOOD), {"instruction": "y", "input": 3, "output": ""}]
-    problems = find_problems(raw, "d.json")
+    problems = collect_problems(raw, "d.json")
     assert [p.split(":")[1].strip() for p in problems] == ["record 1"] * 2 + ["record 2", "record 3"] + ["record 4"] * 2
     assert "field 'instruction' is a number (1)" in problems[0]
     assert "field 'output' is missing" in problems[1]
@@ -100,12 +100,12 @@ def test_too_long_records_use_the_training_token_count(gpt2_tokenizer):
     long = {"instruction": "Repeat.", "input": "", "output": "word " * 60}
     lengths = record_token_lengths([GOOD, long], gpt2_tokenizer, PromptTemplate())
     limit = lengths[0] + 1
-    problems = find_problems([GOOD, long], "d.json", tokenizer=gpt2_tokenizer, max_length=limit)
+    problems = collect_problems([GOOD, long], "d.json", tokenizer=gpt2_tokenizer, max_length=limit)
     assert problems == [
         f"d.json: record 1: is {lengths[1]} tokens long (prompt + response + EOS), more than --max-length "
         f"{limit}; shorten its fields, remove it, or raise --max-length"
     ]
-    assert find_problems([GOOD, long], "d.json", tokenizer=gpt2_tokenizer, max_length=lengths[1]) == []
+    assert collect_problems([GOOD, long], "d.json", tokenizer=gpt2_tokenizer, max_length=lengths[1]) == []
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_too_long_records_use_the_training_token_count(gpt2_tokenizer):
     ],
 )
 def test_top_level_problems(raw, expected):
-    [problem] = find_problems(raw, "d.json")
+    [problem] = collect_problems(raw, "d.json")
     assert problem.startswith(expected)
 
 

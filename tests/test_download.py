@@ -8,7 +8,7 @@ import pytest
 from hub_server import FakeHub
 
 from sft.cli import main as cli
-from sft.download import download_model, select_files
+from sft.hub.download import download_model, select_files
 
 # A repository as the Hub often holds one: safetensors plus pickled, TF, Flax and ONNX copies.
 REPO_FILES = {

@@ -60,3 +60,68 @@ def test_help(command: str, capsys) -> None:
         sft_main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: sft " + command in capsys.readouterr().out
+
+
+# The test split never overlaps the records training used, whatever the split settings ------------------
+
+
+def shuffled_recipe(tmp_path: Path, data: Path | None = None) -> Path:
+    """The tiny recipe with a shuffled split: unshuffled fractions would pick other test records."""
+    recipe = tmp_path / "shuffled.yaml"
+    lines = (REPO / "recipes" / "tiny.yaml").read_text() + "split_shuffle: true\nsplit_seed: 7\nmax_steps: 1\n"
+    if data is not None:
+        lines += f"dataset_name: {data}\n"
+    recipe.write_text(lines)
+    return recipe
+
+
+def numbered_records(path: Path, n: int = 40) -> list[dict[str, str]]:
+    records = [{"instruction": f"Repeat {i}.", "input": "", "output": str(i)} for i in range(n)]
+    path.write_text(json.dumps(records))
+    return records
+
+
+def instructions(path: Path) -> list[str]:
+    return [record["instruction"] for record in json.loads(path.read_text())]
+
+
+def test_reproduce_tests_on_the_split_the_recipe_trained_with(tmp_path: Path) -> None:
+    data = tmp_path / "data.json"
+    records = numbered_records(data)
+    out = tmp_path / "r"
+    argv = ["reproduce", "--data", str(data), "--output-dir", str(out), "--recipe", str(shuffled_recipe(tmp_path))]
+    assert sft_main([*argv, "--skip-base"]) == 0
+    trained, tested = instructions(out / "data" / "train.json"), instructions(out / "eval" / "responses.json")
+    assert tested == instructions(out / "data" / "test.json") and len(tested) == 4
+    assert not set(trained) & set(tested)
+    assert tested != [r["instruction"] for r in records[34:38]]  # the shuffled split, not the file order
+
+
+def test_eval_splits_as_the_model_s_recipe_did(tmp_path: Path) -> None:
+    data = tmp_path / "data.json"
+    numbered_records(data)
+    model = tmp_path / "model"
+    assert sft_main(["train", str(shuffled_recipe(tmp_path, data)), "--output_dir", str(model)]) == 0
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", str(model), "--data", str(data), "--max-new-tokens", "2", "--no-progress"]
+    assert sft_main([*argv, "--output-dir", str(out)]) == 0
+    assert sft_main([*argv, "--split", "train", "--output-dir", str(tmp_path / "train-eval")]) == 0
+    tested, trained = instructions(out / "responses.json"), instructions(tmp_path / "train-eval" / "responses.json")
+    assert len(tested) == 4 and len(trained) == 34
+    assert not set(trained) & set(tested)
+
+
+def test_demo_holds_out_records_its_training_did_not_see(tmp_path: Path, capsys) -> None:
+    from sft.data.split import DataArguments, load_splits
+
+    out = tmp_path / "demo"
+    recipe = shuffled_recipe(tmp_path)
+    argv = ["demo", "--recipe", str(recipe), "--output-dir", str(out), "--train-records", "8", "--eval-records", "3"]
+    assert sft_main([*argv, "--max-new-tokens", "2"]) == 0
+    key = ("instruction", "input", "output")
+    responses = json.loads((out / "compare" / "model" / "responses.json").read_text())
+    held_out = {tuple(r[k] for k in key) for r in responses}
+    settings = DataArguments(dataset_name="sft-synth", split_shuffle=True, split_seed=7)
+    trained = {tuple(r[k] for k in key) for r in load_splits(settings)["train"]}
+    assert len(held_out) == 3 and not trained & held_out
+    assert "fine-tuned (after)" in capsys.readouterr().out

@@ -5,8 +5,10 @@ import json
 import pytest
 
 from sft.cli import main as sft_main
-from sft.evaluation import evaluate_model, select_split, slug
-from sft.report import eval_report
+from sft.data.split import DataArguments, select_split
+from sft.evaluation.evaluate import evaluate_model, slug
+from sft.evaluation.report import eval_report
+from sft.inference.settings import GenerationSettings
 
 METRIC_KEYS = {
     "model",
@@ -73,8 +75,8 @@ def test_eval_writes_responses_metrics_and_report(tiny_model_dir, alpaca_file, a
     assert 0 <= metrics["ended_at_eos"] <= 1
     assert {"new_tokens", "ended_at_eos", "rouge_l"} <= set(metrics["per_record"][0])
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "| ROUGE-L F1 |" in report and "worst records by ROUGE-L" in report
-    assert "ROUGE-L F1" in capsys.readouterr().out
+    assert "| ROUGE-L |" in report and "worst records by ROUGE-L" in report
+    assert "ROUGE-L" in capsys.readouterr().out
 
 
 def test_eval_uses_the_seed_split_and_limit(tmp_path):
@@ -135,19 +137,19 @@ def test_breakdown_by_kind(tiny_model_dir, tmp_path):
 
 
 def test_evaluate_model_with_a_model_in_memory(alpaca_records, tmp_path):
-    from sft.generate import load_for_inference
+    from sft.inference.generate import load_for_inference
 
     model, tokenizer, template = load_for_inference("sft-tiny-gpt2")
     metrics = evaluate_model(
         "in-memory",
         alpaca_records,
         tmp_path,
+        GenerationSettings(max_new_tokens=3),
         model=model,
         tokenizer=tokenizer,
         template=template,
-        max_new_tokens=3,
         progress=False,
-    )
+    ).metrics
     assert metrics["model"] == "in-memory" and metrics["n"] == 4
     assert metrics == read(tmp_path / "metrics.json")
     assert metrics["by_kind"] == {}
@@ -158,11 +160,12 @@ def test_empty_split_is_a_clear_error(tiny_model_dir, alpaca_file, capsys):
     assert "split" in capsys.readouterr().err
 
 
-def test_select_split():
-    records = [{"i": i} for i in range(20)]
-    assert select_split(records, "test") == records[17:19]
-    assert select_split(records, "validation") == records[19:]
-    assert select_split(records, "all", limit=5) == records[:5]
+def test_select_split(tmp_path):
+    records = write_records(tmp_path / "d.json", 20)
+    settings = DataArguments(dataset_name=str(tmp_path / "d.json"))
+    assert select_split(settings, "test") == records[17:19]
+    assert select_split(settings, "validation") == records[19:]
+    assert select_split(settings, "all", limit=5) == records[:5]
 
 
 def test_slug():

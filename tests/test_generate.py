@@ -4,16 +4,16 @@ import pytest
 import torch
 
 from sft.data.template import PromptTemplate
-from sft.generate import (
+from sft.inference.commands import generate_command, make_generate_parser
+from sft.inference.generate import (
+    Generator,
     extract_response,
-    finish,
     generate_response,
     generate_responses,
     left_pad,
-    main,
-    make_parser,
     stop_at_header,
 )
+from sft.inference.settings import GenerationSettings
 
 RECORDS = [
     {"instruction": "What is the capital of France?", "input": ""},
@@ -26,7 +26,7 @@ RECORDS = [
 
 @pytest.fixture(scope="module")
 def tiny():
-    from sft.models import load_model, load_tokenizer
+    from sft.models.load import load_model, load_tokenizer
 
     return load_model("sft-tiny-gpt2", dtype=torch.float32), load_tokenizer("sft-tiny-gpt2")
 
@@ -35,7 +35,7 @@ def tiny():
 def noisy(tiny):
     """The tiny model with large random weights: greedy output varies with the prompt (the
     standard one emits only newlines), so comparisons between batchings mean something."""
-    from sft.models import load_model
+    from sft.models.load import load_model
 
     model = load_model("sft-tiny-gpt2", dtype=torch.float32)
     torch.manual_seed(3)
@@ -49,7 +49,7 @@ def noisy(tiny):
 def eager_to_stop(tiny):
     """The tiny model rigged so that EOS always has the top logit: the final layer norm outputs
     the EOS embedding, which the tied output layer scores highest."""
-    from sft.models import load_model
+    from sft.models.load import load_model
 
     model = load_model("sft-tiny-gpt2", dtype=torch.float32)
     eos = tiny[1].eos_token_id
@@ -78,10 +78,11 @@ def test_left_pad():
 def test_finish_cuts_at_first_eos(tiny):
     tokenizer = tiny[1]
     eos = tokenizer.eos_token_id
+    generator = Generator(tiny[0], tokenizer, PromptTemplate())
     words = tokenizer("Paris is", add_special_tokens=False)["input_ids"]
-    ended = finish(words + [eos, eos, eos], tokenizer, [eos], PromptTemplate())
+    ended = generator.finish(words + [eos, eos, eos])
     assert (ended.text, ended.new_tokens, ended.ended_at_eos) == ("Paris is", len(words), True)
-    cut = finish(words, tokenizer, [eos], PromptTemplate())
+    cut = generator.finish(words)
     assert (cut.text, cut.new_tokens, cut.ended_at_eos) == ("Paris is", len(words), False)
 
 
@@ -89,7 +90,7 @@ def test_a_row_stopped_at_a_header_did_not_end_at_eos(tiny):
     tokenizer = tiny[1]
     eos = tokenizer.eos_token_id
     words = tokenizer("Paris\n\n### Instruction:\n", add_special_tokens=False)["input_ids"]
-    padded = finish(words + [eos, eos], tokenizer, [eos], PromptTemplate())  # pad is EOS here
+    padded = Generator(tiny[0], tokenizer, PromptTemplate()).finish(words + [eos, eos])  # pad is EOS here
     assert (padded.text, padded.ended_at_eos) == ("Paris", False)
 
 
@@ -125,9 +126,14 @@ def test_generate_response_returns_only_the_response(noisy):
 def test_batched_equals_one_at_a_time(noisy):
     model, tokenizer = noisy
     tokenizer.padding_side = "right"  # generation pads on the left whatever the tokenizer says
-    batched = generate_responses(model, tokenizer, RECORDS, batch_size=3, max_new_tokens=16, progress=False)
+    batched = generate_responses(
+        model, tokenizer, RECORDS, GenerationSettings(batch_size=3, max_new_tokens=16), progress=False
+    )
     single = [
-        generate_responses(model, tokenizer, [r], batch_size=1, max_new_tokens=16, progress=False)[0] for r in RECORDS
+        generate_responses(model, tokenizer, [r], GenerationSettings(batch_size=1, max_new_tokens=16), progress=False)[
+            0
+        ]
+        for r in RECORDS
     ]
     assert batched == single
     assert len({r.text for r in batched}) > 1  # the comparison is not between identical outputs
@@ -135,25 +141,39 @@ def test_batched_equals_one_at_a_time(noisy):
 
 def test_results_keep_record_order(noisy):
     model, tokenizer = noisy
-    forward = generate_responses(model, tokenizer, RECORDS, batch_size=2, max_new_tokens=8, progress=False)
-    backward = generate_responses(model, tokenizer, RECORDS[::-1], batch_size=2, max_new_tokens=8, progress=False)
+    forward = generate_responses(
+        model, tokenizer, RECORDS, GenerationSettings(batch_size=2, max_new_tokens=8), progress=False
+    )
+    backward = generate_responses(
+        model, tokenizer, RECORDS[::-1], GenerationSettings(batch_size=2, max_new_tokens=8), progress=False
+    )
     assert forward == backward[::-1]
 
 
 def test_ended_at_eos_is_reported(noisy, eager_to_stop):
-    stopped = generate_responses(*eager_to_stop, RECORDS, batch_size=2, max_new_tokens=8, progress=False)
+    stopped = generate_responses(
+        *eager_to_stop, RECORDS, GenerationSettings(batch_size=2, max_new_tokens=8), progress=False
+    )
     assert all(r.ended_at_eos and r.new_tokens == 0 for r in stopped)
-    running = generate_responses(*noisy, RECORDS, batch_size=2, max_new_tokens=5, progress=False)
+    running = generate_responses(*noisy, RECORDS, GenerationSettings(batch_size=2, max_new_tokens=5), progress=False)
     assert all(not r.ended_at_eos and r.new_tokens == 5 for r in running)
 
 
 def test_sampling_is_reproducible_with_a_seed(noisy):
     model, tokenizer = noisy
     first = generate_responses(
-        model, tokenizer, RECORDS, max_new_tokens=8, temperature=1.0, top_p=0.9, progress=False, seed=7
+        model,
+        tokenizer,
+        RECORDS,
+        GenerationSettings(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=7),
+        progress=False,
     )
     again = generate_responses(
-        model, tokenizer, RECORDS, max_new_tokens=8, temperature=1.0, top_p=0.9, progress=False, seed=7
+        model,
+        tokenizer,
+        RECORDS,
+        GenerationSettings(max_new_tokens=8, temperature=1.0, top_p=0.9, seed=7),
+        progress=False,
     )
     assert first == again
 
@@ -162,14 +182,14 @@ def test_rejects_bad_settings(noisy):
     from sft.errors import SFTError
 
     with pytest.raises(SFTError):
-        generate_responses(*noisy, RECORDS, temperature=-1, progress=False)
+        generate_responses(*noisy, RECORDS, GenerationSettings(temperature=-1), progress=False)
     assert generate_responses(*noisy, [], progress=False) == []
 
 
 def test_training_mode_is_restored(noisy):
     model, tokenizer = noisy
     model.train()
-    generate_responses(model, tokenizer, RECORDS[:1], max_new_tokens=2, progress=False)
+    generate_responses(model, tokenizer, RECORDS[:1], GenerationSettings(max_new_tokens=2), progress=False)
     assert model.training
     model.eval()
 
@@ -182,11 +202,11 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(noisy):
 
 
 def test_cli_prints_one_response(tiny_model_dir, capsys):
-    assert main([str(tiny_model_dir), "--instruction", "Name a colour.", "--max-new-tokens", "4"]) == 0
+    assert generate_command([str(tiny_model_dir), "--instruction", "Name a colour.", "--max-new-tokens", "4"]) == 0
     assert capsys.readouterr().out.endswith("\n")
 
 
 def test_cli_help():
     with pytest.raises(SystemExit) as exit_info:
-        make_parser().parse_args(["--help"])
+        make_generate_parser().parse_args(["--help"])
     assert exit_info.value.code == 0

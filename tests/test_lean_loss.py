@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from sft.lean_loss import add_lean_head, fuse_gelu, lean_head_supported
+from sft.training.loss import add_lean_head, fuse_gelu, lean_head_supported
 
 
 @pytest.mark.parametrize("name", ["sft-tiny-gpt2", "sft-tiny-llama"])
 def test_lean_loss_and_gradients_match_the_full_projection(name: str) -> None:
-    from sft.models import load_model
+    from sft.models.load import load_model
 
     reference = load_model(name, dtype=torch.float32).eval()
     lean = copy.deepcopy(reference)
@@ -35,7 +35,7 @@ def test_lean_loss_and_gradients_match_the_full_projection(name: str) -> None:
 
 
 def test_plain_forward_is_untouched() -> None:
-    from sft.models import load_model
+    from sft.models.load import load_model
 
     model = load_model("sft-tiny-llama", dtype=torch.float32).eval()
     ids = torch.randint(3, 100, (1, 8))

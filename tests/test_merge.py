@@ -23,7 +23,7 @@ def make_adapter(directory: Path, base: str) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from sft.models import load_model, load_tokenizer
+    from sft.models.load import load_model, load_tokenizer
 
     model = get_peft_model(
         load_model(base, dtype=torch.float32),
@@ -45,8 +45,8 @@ def test_merged_model_matches_base_plus_adapter(tmp_path: Path, base: str) -> No
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sft.merge import merge_adapter
-    from sft.models import load_model, load_tokenizer
+    from sft.models.load import load_model, load_tokenizer
+    from sft.models.merge import merge_adapter
 
     adapter = make_adapter(tmp_path / "adapter", base)
     tokenizer = load_tokenizer(str(adapter))
@@ -86,7 +86,7 @@ def test_merge_refuses_prompt_tuning_adapters(tmp_path: Path, capsys: pytest.Cap
     import torch
     from peft import PromptTuningConfig, get_peft_model
 
-    from sft.models import load_model
+    from sft.models.load import load_model
 
     model = get_peft_model(
         load_model("sft-tiny-gpt2", dtype=torch.float32),

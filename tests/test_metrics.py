@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from sft.metrics import load_metric, metric_path, score_responses
-from sft.metrics.text import CJKTokenizer, bleu_tokenizer, normalize
+from sft.evaluation.metrics import load_metric, metric_path, score_responses
+from sft.evaluation.metrics.text import CJKTokenizer, bleu_tokenizer, normalize
 
 
 def test_metric_scripts_are_shipped_in_the_package():

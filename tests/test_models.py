@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sft.errors import SFTError
-from sft.models import OFFLINE_DEFAULT, adapter_base, is_adapter_dir, load_tokenizer, resolve_model
+from sft.models.load import OFFLINE_DEFAULT, adapter_base, is_adapter_dir, load_tokenizer, resolve_model
 
 
 @pytest.mark.slow

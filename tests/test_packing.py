@@ -21,7 +21,7 @@ RECORDS = [
 def model_and_tokenizer(request):
     """A tiny model on SDPA with larger random weights, so that attention is far from uniform and a
     leak across records would move the logits well past the tolerance."""
-    from sft.models import load_model, load_tokenizer
+    from sft.models.load import load_model, load_tokenizer
 
     model = load_model(request.param, dtype=torch.float32, attn_implementation="sdpa")
     torch.manual_seed(0)

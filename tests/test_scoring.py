@@ -1,14 +1,13 @@
 """`sft score`: the reference figures on the shared responses file, output file, missing responses."""
 
 import json
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
 
 from sft.cli import main as sft_main
-from sft.scoring import main
+from sft.evaluation.commands import score_command
 
 SHARED_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "instruction-data-with-response.json"
 
@@ -16,11 +15,11 @@ SHARED_RESPONSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "in
 @pytest.mark.skipif(not SHARED_RESPONSES.is_file(), reason="shared seed data not present")
 def test_reference_figures_on_shared_file(tmp_path, capsys):
     output = tmp_path / "metrics.json"
-    assert main([str(SHARED_RESPONSES), "--output", str(output)]) == 0
+    assert score_command([str(SHARED_RESPONSES), "--output", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert "ROUGE-L F1               0.5895" in printed
-    assert "BLEU                     28.83" in printed
-    assert "exact match              0.1545" in printed
+    assert re.search(r"^ROUGE-L +0\.5895$", printed, re.MULTILINE)
+    assert re.search(r"^BLEU +28\.83$", printed, re.MULTILINE)
+    assert re.search(r"^exact match +0\.1545$", printed, re.MULTILINE)
     scores = json.loads(output.read_text(encoding="utf-8"))
     assert scores["rouge_l"] == pytest.approx(0.5895, abs=0.001)
     assert scores["bleu"] == pytest.approx(28.83, abs=0.05)
@@ -36,7 +35,7 @@ def test_scores_a_small_file(tmp_path, capsys):
         {"instruction": "Antonym of hot?", "input": "", "output": "Cold", "model_response": "cold."},
     ]
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    assert main([str(path)]) == 0
+    assert score_command([str(path)]) == 0
     printed = capsys.readouterr().out
     assert "exact match              0.6667" in printed
     assert "exact match, normalised  1.0000" in printed
@@ -53,19 +52,7 @@ def test_missing_responses_are_listed(tmp_path, capsys):
     assert sft_main(["score", str(path)]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2
-    assert "record 1" in errors[0] and "record 3" in errors[1]
-
-
-def test_help_does_not_import_torch():
-    modules = ["sft.scoring", "sft.evaluation", "sft.generate", "sft.report", "sft.metrics"]
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name).__name__\n"
-        "heavy = [m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert "record 0:" in errors[0] and "record 2:" in errors[1]  # counted from 0, as `sft data check` counts
 
 
 def test_a_file_without_responses_gets_one_message(alpaca_file, capsys):

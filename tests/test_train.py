@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from sft.cli import main as sft_main
-from sft.config import parse_recipe
 from sft.errors import SFTError
+from sft.training.config import parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "recipes" / "tiny.yaml")
@@ -23,8 +23,8 @@ PYTHON = sys.executable
 ACCELERATE = str(Path(PYTHON).with_name("accelerate"))
 
 
-def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run(args: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kwargs)
 
 
@@ -41,14 +41,16 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_parses(recipe: Path) -> None:
-    data_args, model_args, training_args = parse_recipe([str(recipe)])
+    parsed = parse_recipe([str(recipe)])
+    _data_args, model_args, training_args = parsed.data, parsed.model, parsed.training
     assert model_args.model_name_or_path
     assert model_args.method in {"full", "lora", "qlora", "prompt_tuning"}
     assert training_args.output_dir
 
 
 def test_seed_recipe_matches_the_book() -> None:
-    data_args, model_args, args = parse_recipe([str(REPO / "recipes" / "gpt2-medium.yaml")])
+    parsed = parse_recipe([str(REPO / "recipes" / "gpt2-medium.yaml")])
+    data_args, model_args, args = parsed.data, parsed.model, parsed.training
     assert model_args.model_name_or_path == "openai-community/gpt2-medium"
     assert (args.num_train_epochs, args.learning_rate, args.weight_decay) == (2, 5e-5, 0.1)
     assert args.per_device_train_batch_size == 8 and args.optim.value.startswith("adamw_torch")
@@ -65,24 +67,24 @@ def test_unknown_recipe_key_is_named(tmp_path: Path) -> None:
 
 
 def test_cli_overrides_recipe() -> None:
-    _, _, args = parse_recipe([TINY, "--learning_rate", "0.5", "--output_dir", "elsewhere"])
+    args = parse_recipe([TINY, "--learning_rate", "0.5", "--output_dir", "elsewhere"]).training
     assert args.learning_rate == 0.5 and args.output_dir == "elsewhere"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU rule applies without a GPU")
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_autocast_only_where_the_cpu_runs_it(monkeypatch, native: bool) -> None:
-    monkeypatch.setattr("sft.models.cpu_runs_bf16", lambda: native)
-    _, _, args = parse_recipe([TINY])
+    monkeypatch.setattr("sft.models.load.cpu_runs_bf16", lambda: native)
+    args = parse_recipe([TINY]).training
     assert args.bf16 is native  # never emulated bf16, which is slower than fp32
     if native:
         assert args.use_cpu is True  # without it Transformers refuses bf16 on a machine with no GPU
-    _, _, forced = parse_recipe([TINY, "--bf16", "false"])
+    forced = parse_recipe([TINY, "--bf16", "false"]).training
     assert forced.bf16 is False
 
 
 def test_cpu_defaults_are_fast() -> None:
-    _, _, args = parse_recipe([TINY])
+    args = parse_recipe([TINY]).training
     assert args.activation_checkpointing is False and args.gradient_checkpointing is False
     assert args.padding_free is True
     assert args.report_to in ([], "none", ["none"])
@@ -139,7 +141,7 @@ def test_training_lowers_the_loss(tmp_path: Path) -> None:
 
 
 def test_frozen_weights_stay_and_the_rest_train(tmp_path: Path) -> None:
-    from sft.models import resolve_model
+    from sft.models.load import resolve_model
 
     out = tmp_path / "run"
     args = ["train", TINY, "--output_dir", str(out), "--max_steps", "3", "--learning_rate", "1e-2"]
@@ -303,3 +305,105 @@ def test_two_cpu_processes_train_agree_and_save_once(tmp_path: Path) -> None:
     assert log.count("Wrote the model") == 1
     assert (out / "model.safetensors").is_file()
     assert json.loads((out / "metrics.json").read_text())["train_loss"] == pytest.approx(float(losses["0/2"]))
+
+
+# Trust: secrets, stale outputs -------------------------------------------------------------------
+
+
+def files_holding(directory: Path, secret: str) -> list[str]:
+    return [
+        str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()
+    ]
+
+
+@pytest.mark.parametrize("where", ["option", "recipe"])
+def test_a_hub_token_is_never_printed_or_written(tmp_path: Path, where: str) -> None:
+    """Given as `--hub_token` or as a recipe key, the token reaches no log line, no saved recipe, no
+    checkpoint (whose pickled training arguments would carry it) and no metrics file."""
+    secret = "hf_canary_token_value_123"
+    out = tmp_path / "run"
+    recipe = TINY
+    extra = ["--hub_token", secret]
+    if where == "recipe":
+        recipe = str(tmp_path / "recipe.yaml")
+        Path(recipe).write_text(Path(TINY).read_text() + f"hub_token: {secret}\n")
+        extra = []
+    result = run(
+        [PYTHON, "-m", "sft", "train", recipe, *extra, "--output_dir", str(out), "--max_steps", "2"]
+        + ["--save_strategy", "steps", "--save_steps", "1", "--logging_steps", "1", "--verbose"]
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert secret not in result.stdout + result.stderr
+    assert (out / "checkpoint-1").is_dir() and (out / "trainer_state.json").is_file()
+    assert files_holding(out, secret) == []
+    assert "hub_token: <given; not saved>" in (out / "sft_config.yaml").read_text()
+
+
+def test_secret_names() -> None:
+    from sft.secrets import is_secret_name, redact, redact_argv
+
+    for name in ("hub_token", "--hub_token", "HF_TOKEN", "api_key", "WANDB_API_KEY", "--api-key", "secret"):
+        assert is_secret_name(name), name
+    for name in ("eos_token", "pad_token", "num_virtual_tokens", "max_new_tokens", "api_key_env", "monkey"):
+        assert not is_secret_name(name), name
+    assert redact({"a": 1, "nested": [{"api_key": "k"}], "hub_token": None}) == {
+        "a": 1,
+        "nested": [{"api_key": "<given; not saved>"}],
+        "hub_token": None,
+    }
+    assert redact_argv(["--hub_token", "x", "--api_key=y", "--lr", "1"]) == [
+        "--hub_token",
+        "<given; not saved>",
+        "--api_key=<given; not saved>",
+        "--lr",
+        "1",
+    ]
+
+
+def test_an_output_dir_with_another_run_is_refused(tmp_path: Path, capsys) -> None:
+    """A full model trained over a LoRA run would sit beside the stale adapter, which every command
+    would then load: the second run stops in one line, naming what is there."""
+    out = tmp_path / "run"
+    common = ["train", TINY, "--output_dir", str(out), "--max_steps", "1", "--eval_strategy", "no"]
+    assert sft_main([*common, "--method", "lora"]) == 0
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+
+    assert sft_main(common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adapter" in err[0] and "--overwrite_output_dir" in err[0], err
+    assert not (out / "model.safetensors").exists()
+
+    # Resuming a full run where an adapter lies would mix the two as well.
+    assert sft_main([*common, "--resume_from_checkpoint", "true"]) == 2
+    assert "leave both" in capsys.readouterr().err
+
+    assert sft_main([*common, "--overwrite_output_dir", "true"]) == 0
+    assert (out / "model.safetensors").is_file()
+    assert not (out / "adapter_config.json").exists() and not (out / "adapter_model.safetensors").exists()
+    assert (out / "notes.txt").read_text() == "mine"  # not a training output: kept
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert sft_main(["train", TINY, "--output_dir", str(target), "--max_steps", "1"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+def test_library_chatter_only_with_verbose(tmp_path: Path) -> None:
+    """PEFT warns about GPT-2's Conv1D layers under LoRA, and matplotlib announces its font cache on first
+    use: a normal run shows neither, `--verbose` shows them."""
+    env = {"MPLCONFIGDIR": str(tmp_path / "mpl")}
+    args = [PYTHON, "-m", "sft", "train", TINY, "--method", "lora", "--max_steps", "2"]
+    quiet = run([*args, "--output_dir", str(tmp_path / "quiet")], env={**os.environ, **env})
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    shown = quiet.stdout + quiet.stderr
+    assert "Warning" not in shown and "fan_in_fan_out" not in shown and "font cache" not in shown
+    assert "sft.train: Recipe:" in shown  # our own log lines stay
+
+    env["MPLCONFIGDIR"] = str(tmp_path / "mpl-verbose")
+    loud = run([*args, "--output_dir", str(tmp_path / "loud"), "--verbose"], env={**os.environ, **env})
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert "fan_in_fan_out" in loud.stdout + loud.stderr

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sft.data.load import load_and_check, load_records, save_records
-from sft.models import OFFLINE_DEFAULT
-
-SPLITS = ("train", "validation", "test")
+from sft.data.load import load_records, save_records
+from sft.data.split import SPLITS
+from sft.models.load import OFFLINE_DEFAULT
 
 DESCRIPTION = """\
 Check, prepare, inspect or synthesise instruction data.
@@ -190,7 +189,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def main(argv: list[str]) -> int:
+def data_command(argv: list[str]) -> int:
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
@@ -212,9 +211,8 @@ def main(argv: list[str]) -> int:
 
 def read(args: argparse.Namespace, tokenizer: Any = None, max_length: int | None = None) -> list[dict[str, str]]:
     """The validated records of `args.file`; `--format` may be a named layout or a field mapping."""
-    if tokenizer is None:
-        return load_records(args.file, args.format, None, args.sha256)
-    return load_and_check(args.file, args.format, None, args.sha256, tokenizer, max_length, template_for(args.model))
+    template = template_for(args.model) if tokenizer is not None else None
+    return load_records(args.file, args.format, None, args.sha256, tokenizer, max_length, template)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -233,11 +231,18 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from sft.data.split import split_records
+    from sft.data.split import DataArguments, split_as
 
+    settings = DataArguments(
+        dataset_name=args.file,
+        train_fraction=args.train_fraction,
+        test_fraction=args.test_fraction,
+        split_shuffle=args.shuffle,
+        split_seed=args.seed,
+    )
     tokenizer = load_tokenizer(args.model) if args.max_length else None
     records = read(args, tokenizer, args.max_length)
-    splits = split_records(records, args.train_fraction, args.test_fraction, args.shuffle, args.seed)
+    splits = split_as(settings, records)
     tokenizer = tokenizer or load_tokenizer(args.model)
     out = Path(args.output_dir)
     for name in SPLITS:
@@ -282,7 +287,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def load_tokenizer(model: str) -> Any:
-    from sft.models import load_tokenizer as load
+    from sft.models.load import load_tokenizer as load
 
     return load(model)
 
@@ -348,9 +353,3 @@ def print_token_table(source: str, index: int, model: str, view: dict[str, Any])
     for position, (token, text, label) in enumerate(zip(view["input_ids"], view["token_texts"], view["labels"])):
         shown = "-100 (ignored)" if label == IGNORE_INDEX else str(label)
         print(f"{position:>5}  {token:>8}  {text!r:<24}  {shown}")
-
-
-if __name__ == "__main__":
-    from sft.cli import guarded
-
-    sys.exit(guarded(lambda: main(sys.argv[1:])))

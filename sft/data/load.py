@@ -45,19 +45,6 @@ class RawSource:
 
 
 def load_records(
-    source: str, format: str = "auto", field_map: dict[str, str] | None = None, sha256: str | None = None
-) -> list[dict[str, str]]:
-    """Validated records in Alpaca form from `source`; raises DataError listing every problem.
-
-    `source` is a JSON array or JSON Lines file, an http(s) URL (downloaded once into the cache,
-    checked against `sha256` when given), a Hub data set id (`owner/name`, optionally
-    `owner/name:split`), or `sft-synth[:N]`. `format` is "auto", "alpaca", "dolly" or a mapping
-    such as "instruction=question,output=answer"; `field_map` maps target fields to source fields.
-    """
-    return load_and_check(source, format, field_map, sha256)
-
-
-def load_and_check(
     source: str,
     format: str = "auto",
     field_map: dict[str, str] | None = None,
@@ -66,7 +53,15 @@ def load_and_check(
     max_length: int | None = None,
     template: Any = None,
 ) -> list[dict[str, str]]:
-    """`load_records`, also reporting records longer than `max_length` tokens of `tokenizer`."""
+    """Validated records in Alpaca form from `source`; raises DataError listing every problem.
+
+    `source` is a JSON array or JSON Lines file, an http(s) URL (downloaded once into the cache,
+    checked against `sha256` when given), a Hub data set id (`owner/name`, optionally
+    `owner/name:split`), or `sft-synth[:N]`. `format` is "auto", "alpaca", "dolly" or a mapping
+    such as "instruction=question,output=answer"; `field_map` maps target fields to source fields.
+    With a `tokenizer` and `max_length`, records longer than that (as training renders them with
+    `template`) are problems too.
+    """
     raw = read_source(str(source), sha256)
     mapping = resolve_mapping(format, field_map, raw.records, raw.name)
     problems = collect_problems(
@@ -347,10 +342,11 @@ def verify_sha256(path: Path, pin: str, name: str) -> None:
 
 def load_hub(source: str) -> list[Any]:
     """Rows of a Hub data set (`owner/name[:split]`, default split "train" or else the first)."""
-    repo_id, _, split = source.partition(":")
-    from sft.hub_access import hub_unreachable
+    from sft.hub.access import hub_unreachable, offline_setting
 
-    offline = hub_offline()
+    repo_id, _, split = source.partition(":")
+    # Offline, a copy in the data sets cache may still load; online, an unreachable Hub fails at once.
+    offline = offline_setting(datasets=True)
     problem = None if offline else hub_unreachable()
     if problem:
         raise SFTError(
@@ -363,7 +359,7 @@ def load_hub(source: str) -> list[Any]:
         data = load_dataset(repo_id, split=split or None)
     except Exception as error:  # datasets raises many types; every one means "cannot load"
         why = (
-            "the Hub is offline (HF_HUB_OFFLINE is set) and no cached copy exists"
+            f"the Hub is offline ({offline} is set) and no cached copy exists"
             if offline
             else (f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}")
         )
@@ -374,8 +370,3 @@ def load_hub(source: str) -> list[Any]:
     if not split:
         data = data["train"] if "train" in data else data[next(iter(data))]
     return data.to_list()
-
-
-def hub_offline() -> bool:
-    flags = (os.environ.get(name, "").lower() for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(flag in {"1", "true", "yes", "on"} for flag in flags)

@@ -1,20 +1,102 @@
-"""Train / validation / test splits, by default exactly the split the seed data set was published with.
+"""Train / validation / test splits, and the data arguments that define them.
 
-The seed's reference responses were generated for its test split, taken in file order: the first
-85% of records train, the next 10% test, the remaining 5% validate. Keeping that layout (test
-before validation, no shuffling) is what lets results be compared with the reference figures.
+By default the split is the one the seed data set was published with: records in file order, the
+first 85% train, the next 10% test, the remaining 5% validate. Keeping that layout (test before
+validation, no shuffling) is what lets results be compared with the reference figures.
+
+Every command that splits (train, eval, compare, demo, reproduce, data prepare) goes through
+`split_records` with the settings of one `DataArguments`, so a model is never tested on records its
+recipe trained on: `sft eval` and `sft compare` read the settings saved with the fine-tuned model.
 """
 
+import json
+import logging
 import random
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sft.errors import SFTError
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
+SPLITS = ("train", "validation", "test")
 # n * fraction can land a hair below a whole number (0.29 * 100 == 28.999...); without this
 # nudge int() would drop a record that the user plainly asked for.
 EPSILON = 1e-9
+
+
+@dataclass
+class DataArguments:
+    """Where the instruction data comes from, how it is split and how prompts are rendered."""
+
+    dataset_name: str = field(
+        default="sft-synth",
+        metadata={
+            "help": "Instruction data: a JSON/JSONL path, an http(s) URL, a Hub dataset id, or "
+            "`sft-synth` (the built-in synthetic data)."
+        },
+    )
+    dataset_format: str = field(
+        default="auto",
+        metadata={"help": "Record format.", "choices": ["auto", "alpaca", "dolly"]},
+    )
+    dataset_field_map: dict[str, str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Map other field names onto instruction/input/output, e.g. "
+            '\'{"instruction": "question", "output": "answer"}\'.'
+        },
+    )
+    dataset_sha256: str | None = field(
+        default=None, metadata={"help": "Expected sha256 of a downloaded data file (URLs only)."}
+    )
+    train_fraction: float = field(
+        default=0.85, metadata={"help": "Share of records for training (the first ones, unless shuffled)."}
+    )
+    test_fraction: float = field(
+        default=0.10, metadata={"help": "Share of records held out for the final test; the rest is validation."}
+    )
+    split_shuffle: bool = field(default=False, metadata={"help": "Shuffle records before splitting."})
+    split_seed: int = field(default=0, metadata={"help": "Seed for `split_shuffle`."})
+    max_train_records: int | None = field(
+        default=None, metadata={"help": "Train on only the first N training records (quick runs)."}
+    )
+    prompt_preamble: str | None = field(
+        default=None,
+        metadata={"help": "Sentence above `### Instruction:`; empty string for none; unset for the Alpaca default."},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dataset_field_map, str):
+            try:
+                self.dataset_field_map = json.loads(self.dataset_field_map)
+            except json.JSONDecodeError:
+                raise SFTError(
+                    f"dataset_field_map {self.dataset_field_map!r} is not a JSON object; write it as "
+                    '\'{"instruction": "question", "output": "answer"}\', or use --dataset_format '
+                    "instruction=question,output=answer"
+                ) from None
+        check_fractions(self.train_fraction, self.test_fraction)
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], data: str | None = None) -> "DataArguments":
+        """The data arguments of a saved recipe; with `data`, for that source instead. A different source
+        keeps the recipe's split settings but reads its records with the default format."""
+        known = {f.name for f in fields(cls)}
+        settings = {key: value for key, value in recipe.items() if key in known}
+        if data is not None and data != settings.get("dataset_name"):
+            for key in ("dataset_format", "dataset_field_map", "dataset_sha256"):
+                settings.pop(key, None)
+            settings["dataset_name"] = data
+        return cls(**settings)
+
+    def describe_split(self) -> str:
+        order = f"shuffled with seed {self.split_seed}" if self.split_shuffle else "in file order"
+        test = self.test_fraction
+        return f"{self.train_fraction:.0%} train, {test:.0%} test, the rest validation, {order}"
 
 
 def split_records(
@@ -52,3 +134,76 @@ def check_fractions(train_fraction: float, test_fraction: float) -> None:
             f"train ({train_fraction}) and test ({test_fraction}) fractions add up to more than 1; "
             "lower one of them (validation gets what is left)"
         )
+
+
+def read_records(
+    data_args: DataArguments, tokenizer: Any = None, template: Any = None, max_length: int | None = None
+) -> list[dict[str, str]]:
+    """Every record of the data `data_args` names, validated (their token lengths too, given a tokenizer)."""
+    from sft.data.load import load_records
+
+    return load_records(
+        data_args.dataset_name,
+        format=data_args.dataset_format,
+        field_map=data_args.dataset_field_map,  # type: ignore[arg-type]  # parsed in __post_init__
+        sha256=data_args.dataset_sha256,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        template=template,
+    )
+
+
+def split_as(data_args: DataArguments, records: Sequence[T]) -> dict[str, list[T]]:
+    """`records` split with the fractions, shuffle and seed of `data_args`."""
+    return split_records(
+        records,
+        train_fraction=data_args.train_fraction,
+        test_fraction=data_args.test_fraction,
+        shuffle=data_args.split_shuffle,
+        seed=data_args.split_seed,
+    )
+
+
+def load_splits(
+    data_args: DataArguments, tokenizer: Any = None, template: Any = None, max_length: int | None = None
+) -> dict[str, list[dict[str, str]]]:
+    """The validated records, split as `data_args` says; `max_train_records` keeps only the first training
+    records."""
+    splits = split_as(data_args, read_records(data_args, tokenizer, template, max_length))
+    if data_args.max_train_records is not None:
+        splits["train"] = splits["train"][: data_args.max_train_records]
+    logger.info(
+        "Data %s: %d train, %d validation, %d test records",
+        data_args.dataset_name,
+        len(splits["train"]),
+        len(splits["validation"]),
+        len(splits["test"]),
+    )
+    return splits
+
+
+def data_arguments_for_model(model_dir: str | Path | None, data: str) -> DataArguments:
+    """The data arguments a fine-tuned model was trained with, applied to `data`; the defaults where the
+    model saved no recipe (a Hub model, a base model)."""
+    from sft.paths import RECIPE_FILE
+
+    path = Path(model_dir) / RECIPE_FILE if model_dir else None
+    if path is None or not path.is_file():
+        return DataArguments(dataset_name=data)
+    import yaml
+
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return DataArguments.from_recipe(recipe if isinstance(recipe, dict) else {}, data)
+
+
+def select_split(data_args: DataArguments, split: str, limit: int | None = None) -> list[dict[str, str]]:
+    """The records of one split (`train`, `validation`, `test`) or `all` of them, the first `limit` only."""
+    if split not in (*SPLITS, "all"):
+        raise SFTError(f"unknown split {split!r}; choose from {', '.join((*SPLITS, 'all'))}")
+    if limit is not None and limit < 1:
+        raise SFTError(f"--limit must be at least 1, got {limit}")
+    records = read_records(data_args)
+    chosen = records if split == "all" else split_as(data_args, records)[split]
+    if not chosen:
+        raise SFTError(f"the {split} split of {len(records)} records is empty; use --split all or more data")
+    return chosen[:limit]

@@ -4,11 +4,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sft.paths import TEMPLATE_FILE
+
 DEFAULT_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 )
-# Saved beside every trained model so that inference renders prompts exactly as training did.
-TEMPLATE_FILE = "sft_template.json"
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,13 @@ class PromptTemplate:
         sections.append(f"{self.response_header}\n")
         return "\n\n".join(sections)
 
+    @classmethod
+    def with_preamble(cls, preamble: str | None) -> "PromptTemplate":
+        """The Alpaca layout with a recipe's `prompt_preamble`: None keeps the default sentence, "" drops it."""
+        return cls() if preamble is None else cls(preamble=preamble)
+
     def save(self, directory: str | Path) -> None:
+        """Saved beside every trained model so that inference renders prompts exactly as training did."""
         from sft.paths import atomic_write_json
 
         atomic_write_json(Path(directory) / TEMPLATE_FILE, asdict(self))
@@ -42,7 +48,3 @@ class PromptTemplate:
             if path.is_file():
                 return cls(**json.loads(path.read_text(encoding="utf-8")))
         return cls()
-
-
-def render_prompt(instruction: str, input: str = "", template: PromptTemplate | None = None) -> str:
-    return (template or PromptTemplate()).render(instruction, input)

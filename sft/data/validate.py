@@ -16,13 +16,6 @@ ALPACA_MAP: dict[str, str] = {name: name for name in FIELDS}
 REQUIRED = {"instruction": "the task", "output": "the expected response"}
 
 
-def find_problems(
-    raw: list, source: str, tokenizer: Any = None, max_length: int | None = None, template: Any = None
-) -> list[str]:
-    """Every problem in Alpaca-format `raw` records read from `source`, as one message each."""
-    return collect_problems(raw, source, tokenizer=tokenizer, max_length=max_length, template=template)
-
-
 def collect_problems(
     raw: Any,
     source: str,
@@ -32,7 +25,8 @@ def collect_problems(
     template: Any = None,
     lines: Sequence[int] | None = None,
 ) -> list[str]:
-    """`find_problems` for records whose fields are named by `field_map` (target -> field in the file).
+    """Every problem in `raw` records read from `source`, one message each; `field_map` names the
+    fields (target -> field in the file), Alpaca names by default.
 
     `lines` gives the line each record starts on, so messages can point into the file.
     """

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring a responses file, evaluating and comparing models, and reports."""

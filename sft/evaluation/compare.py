@@ -1,0 +1,108 @@
+"""Comparing a base model and its fine-tune on the same prompts, side by side.
+
+Each model is evaluated into its own subdirectory (base/, model/: responses, metrics, report);
+DIR/compare.json and DIR/report.md hold the metric changes and the per-record changes.
+"""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sft.evaluation.metrics import FIGURES
+from sft.inference.settings import GenerationSettings
+from sft.paths import COMPARE_FILE, REPORT_FILE
+
+if TYPE_CHECKING:
+    from sft.evaluation.evaluate import Evaluation
+
+SHOWN = 10
+# ROUGE-L changes smaller than this are noise from ties, not a change in the response.
+TOLERANCE = 1e-9
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's metrics without the per-record list (compare.json has its own)."""
+    return {key: value for key, value in metrics.items() if key != "per_record"}
+
+
+def record_changes(
+    records: Sequence[Mapping[str, Any]], base: "Evaluation", tuned: "Evaluation"
+) -> list[dict[str, Any]]:
+    """Per record: both responses and their ROUGE-L, from the two evaluations."""
+    changes = []
+    for i, record in enumerate(records):
+        before = base.metrics["per_record"][i]["rouge_l"]
+        after = tuned.metrics["per_record"][i]["rouge_l"]
+        changes.append(
+            {
+                "index": i,
+                "instruction": record.get("instruction", ""),
+                "input": record.get("input", ""),
+                "output": record.get("output", ""),
+                "base_response": base.responses[i]["model_response"],
+                "model_response": tuned.responses[i]["model_response"],
+                "base_rouge_l": before,
+                "model_rouge_l": after,
+                "rouge_l_change": after - before,
+            }
+        )
+    return changes
+
+
+def rank_changes(changes: Sequence[Mapping[str, Any]], shown: int = SHOWN) -> dict[str, Any]:
+    """Counts of improved, regressed and unchanged records, and the biggest changes each way."""
+
+    def size(change: Mapping[str, Any]) -> tuple[float, int]:
+        return -abs(change["rouge_l_change"]), change["index"]
+
+    up = sorted((c for c in changes if c["rouge_l_change"] > TOLERANCE), key=size)
+    down = sorted((c for c in changes if c["rouge_l_change"] < -TOLERANCE), key=size)
+    return {
+        "counts": {"improved": len(up), "regressed": len(down), "unchanged": len(changes) - len(up) - len(down)},
+        "improvements": up[:shown],
+        "regressions": down[:shown],
+    }
+
+
+def compare_models(
+    base_name: str,
+    model_name: str,
+    records: Sequence[Mapping[str, Any]],
+    output_dir: str | Path,
+    settings: GenerationSettings | None = None,
+    *,
+    progress: bool = True,
+    data: str | None = None,
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate both models on `records` and write compare.json and report.md; returns the comparison.
+
+    Both get the prompt template saved with the fine-tuned model (the default Alpaca one where it
+    saved none), so the two see identical prompts.
+    """
+    from sft.data.template import PromptTemplate
+    from sft.evaluation.evaluate import evaluate_model
+    from sft.evaluation.report import compare_report
+    from sft.models.load import resolve_model
+    from sft.paths import atomic_write_json, atomic_write_text
+
+    output_dir = Path(output_dir)
+    resolved = Path(resolve_model(model_name))
+    template = PromptTemplate.for_model(resolved if resolved.is_dir() else None)
+    common = dict(progress=progress, data=data, split=split, template=template)
+    base = evaluate_model(base_name, records, output_dir / "base", settings, **common)
+    tuned = evaluate_model(model_name, records, output_dir / "model", settings, **common)
+    changes = record_changes(records, base, tuned)
+    comparison = {
+        "base": headline(base.metrics),
+        "model": headline(tuned.metrics),
+        "change": {f.key: tuned.metrics[f.key] - base.metrics[f.key] for f in FIGURES},
+        "data": data,
+        "split": split,
+        "n": len(records),
+        **rank_changes(changes),
+        "per_record": changes,
+    }
+    atomic_write_json(output_dir / COMPARE_FILE, comparison)
+    atomic_write_text(output_dir / REPORT_FILE, compare_report(comparison))
+    return comparison

@@ -1,0 +1,46 @@
+"""Scoring a responses file: records with the reference `output` and the model's `model_response`."""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sft.errors import DataError, SFTError
+
+RESPONSE_FIELD = "model_response"
+SUMMARY_KEYS = ("rouge_l", "bleu", "exact_match", "exact_match_normalized", "n", "bleu_tokenize")
+
+
+def score_records(records: Sequence[Mapping[str, Any]], source: str = "records") -> dict[str, Any]:
+    """`score_responses` of each record's `model_response` against its `output`."""
+    from sft.evaluation.metrics import score_responses
+
+    if records and not any(RESPONSE_FIELD in record for record in records):
+        raise SFTError(
+            f"{source}: no record has a `{RESPONSE_FIELD}`, so there is nothing to score; "
+            "write responses with `sft eval`, which saves them in responses.json"
+        )
+    problems = [
+        f"{source}: record {i}: `{RESPONSE_FIELD}` is missing or not text; "
+        "every record needs the model's response to score"
+        for i, record in enumerate(records)
+        if not isinstance(record.get(RESPONSE_FIELD), str)
+    ]
+    if problems:
+        raise DataError(problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else []))
+    return score_responses([r[RESPONSE_FIELD] for r in records], [r["output"] for r in records])
+
+
+def summary(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline figures of a `score_responses` result, without the per-record list."""
+    return {key: scores[key] for key in SUMMARY_KEYS if key in scores}
+
+
+def score_file(path: str | Path, output: str | Path | None = None) -> dict[str, Any]:
+    """Scores of a responses file; written as JSON to `output` when given."""
+    from sft.data.load import load_records
+    from sft.paths import atomic_write_json
+
+    scores = {"data": str(path), **score_records(load_records(str(path)), str(path))}
+    if output is not None:
+        atomic_write_json(output, scores)
+    return scores

@@ -1,0 +1,1 @@
+"""Sharing: Hub access, pushing a model with its model card, and downloading models."""

@@ -1,0 +1,1 @@
+"""Inference: generation settings, batched generation and interactive chat."""

@@ -1,0 +1,67 @@
+"""`sft demo` and `sft reproduce`: the command line of the end-to-end runs."""
+
+import argparse
+from pathlib import Path
+
+from sft.workflows.demo import DEMO_RECIPE
+from sft.workflows.reproduce import DEFAULT_RECIPE, REFERENCE_NAME
+
+
+def make_demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sft demo",
+        description="Fine-tune the offline default (SmolLM2-135M-Instruct, LoRA) on the built-in synthetic data "
+        "and compare it with the base model on held-out records. Needs no network.",
+    )
+    parser.add_argument("--output-dir", default="out/demo", help="where everything goes (default: %(default)s)")
+    parser.add_argument("--recipe", default=str(DEMO_RECIPE), help="training recipe (default: %(default)s)")
+    parser.add_argument(
+        "--train-records",
+        type=int,
+        default=320,
+        help="training records used, to keep the demo to minutes on a CPU (default: 320)",
+    )
+    parser.add_argument("--eval-records", type=int, default=40, help="held-out records compared (default: 40)")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="longest response (default: 96)")
+    return parser
+
+
+def demo_command(argv: list[str]) -> int:
+    from sft.workflows.demo import run_demo
+
+    args = make_demo_parser().parse_args(argv)
+    run_demo(Path(args.output_dir), args.recipe, args.train_records, args.eval_records, args.max_new_tokens)
+    return 0
+
+
+def make_reproduce_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sft reproduce",
+        description="Split DATA as RECIPE says (by default the first 85%% train, the next 10%% test, the rest "
+        "validation), fine-tune with RECIPE on the training split (validation loss during training), then "
+        "generate and score the test split and print the base model, the fine-tune and the book's GPT-2 medium "
+        "responses side by side.",
+        epilog="example: sft reproduce --data ../shared/data/instruction-data.json --output-dir r",
+    )
+    parser.add_argument("--data", required=True, help="instruction file (Alpaca JSON/JSONL, URL or Hub id)")
+    parser.add_argument("--output-dir", required=True, help="where the splits, model, evaluations and table go")
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="training recipe (default: %(default)s)")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help=f"responses file to score alongside (default: {REFERENCE_NAME} beside DATA, if present)",
+    )
+    parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base model")
+    parser.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="recipe overrides after `--`, e.g. -- --num_train_epochs 1"
+    )
+    return parser
+
+
+def reproduce_command(argv: list[str]) -> int:
+    from sft.workflows.reproduce import reproduce
+
+    args = make_reproduce_parser().parse_args(argv)
+    overrides = [a for a in args.overrides if a != "--"]
+    reproduce(args.data, Path(args.output_dir), Path(args.recipe), overrides, args.reference, args.skip_base)
+    return 0
