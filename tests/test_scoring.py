@@ -17,11 +17,11 @@ def test_reference_figures_on_shared_file(tmp_path, capsys):
     output = tmp_path / "metrics.json"
     assert score_command([str(SHARED_RESPONSES), "--output", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"^ROUGE-L +0\.5895$", printed, re.MULTILINE)
+    assert re.search(r"^ROUGE-L +0\.5892$", printed, re.MULTILINE)  # accented words scored whole since 0.5895
     assert re.search(r"^BLEU +28\.83$", printed, re.MULTILINE)
     assert re.search(r"^exact match +0\.1545$", printed, re.MULTILINE)
     scores = json.loads(output.read_text(encoding="utf-8"))
-    assert scores["rouge_l"] == pytest.approx(0.5895, abs=0.001)
+    assert scores["rouge_l"] == pytest.approx(0.5892, abs=0.0001)
     assert scores["bleu"] == pytest.approx(28.83, abs=0.05)
     assert scores["exact_match"] == pytest.approx(0.1545, abs=0.001)
     assert scores["n"] == len(scores["per_record"]) == 110

@@ -1,12 +1,14 @@
 """Corpus BLEU with sacrebleu (0 to 100), plus smoothed sentence BLEU per record."""
 
+import unicodedata
+
 import datasets
 import evaluate
 import sacrebleu
 
 from sft.evaluation.metrics.text import bleu_tokenizer
 
-_DESCRIPTION = "sacrebleu corpus BLEU against one reference per prediction; tokenizer 13a unless CJK."
+_DESCRIPTION = "sacrebleu corpus BLEU against one reference per prediction; tokenizer 13a, zh or char by script."
 _INPUTS = """
 Args:
     predictions: generated texts.
@@ -29,6 +31,9 @@ class Bleu(evaluate.Metric):
         )
 
     def _compute(self, predictions: list[str], references: list[str], tokenize: str | None = None) -> dict:
+        # NFC: the same text scores the same whether its accents were composed or decomposed.
+        predictions = [unicodedata.normalize("NFC", text) for text in predictions]
+        references = [unicodedata.normalize("NFC", text) for text in references]
         tokenize = tokenize or bleu_tokenizer(references)
         corpus = sacrebleu.corpus_bleu(predictions, [references], tokenize=tokenize).score if predictions else 0.0
         # Sentence BLEU is smoothed (sacrebleu's default `exp`), so a short partial match is not 0.

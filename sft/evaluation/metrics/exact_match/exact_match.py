@@ -1,4 +1,6 @@
-"""Exact match after trimming whitespace, and after normalisation (case, spaces, end punctuation)."""
+"""Exact match after trimming whitespace (NFC text), and after normalisation (case, spaces, end punctuation)."""
+
+import unicodedata
 
 import datasets
 import evaluate
@@ -15,6 +17,11 @@ Returns:
 """
 
 
+def _strict(text: str) -> str:
+    """Trimmed, in NFC form: composed and decomposed accents are the same text."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
 class ExactMatch(evaluate.Metric):
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -27,7 +34,7 @@ class ExactMatch(evaluate.Metric):
         )
 
     def _compute(self, predictions: list[str], references: list[str]) -> dict:
-        strict = [float(pred.strip() == ref.strip()) for pred, ref in zip(predictions, references)]
+        strict = [float(_strict(pred) == _strict(ref)) for pred, ref in zip(predictions, references)]
         loose = [float(normalize(pred) == normalize(ref)) for pred, ref in zip(predictions, references)]
         n = len(strict) or 1
         return {
