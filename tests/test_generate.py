@@ -4,12 +4,14 @@ import pytest
 import torch
 
 from sft.data.template import PromptTemplate
+from sft.errors import SFTError
 from sft.inference.commands import generate_command, make_generate_parser
 from sft.inference.generate import (
     Generator,
     extract_response,
     generate_response,
     generate_responses,
+    header_reached,
     left_pad,
     stop_at_header,
 )
@@ -22,6 +24,10 @@ RECORDS = [
     {"instruction": "Translate to Chinese.", "input": "Good morning"},
     {"instruction": "Summarise: convert, rewrite, classify, translate, and then summarise it all."},
 ]
+# A response with Markdown headings: the model must be free to write it, as training taught it to.
+MARKDOWN = "Steps:\n### Step 1\nMix.\n### Step 2\nBake."
+# Headers of another layout than Alpaca's, with no `#` in them.
+CUSTOM = PromptTemplate(preamble="", instruction_header="User:", input_header="Context:", response_header="Assistant:")
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +216,175 @@ def test_cli_help():
     with pytest.raises(SystemExit) as exit_info:
         make_generate_parser().parse_args(["--help"])
     assert exit_info.value.code == 0
+
+
+def record_of_length(generator, length, letters="abcdefgh"):
+    """A record whose prompt is exactly `length` tokens."""
+    text = ""
+    while len(generator.encode([{"instruction": "Summarise.", "input": text}])[0]) < length:
+        text += letters[len(text) % len(letters)]
+    assert len(generator.encode([{"instruction": "Summarise.", "input": text}])[0]) == length
+    return {"instruction": "Summarise.", "input": text}
+
+
+def test_batch_size_does_not_change_responses(noisy):
+    model, tokenizer = noisy
+    generator = Generator(model, tokenizer, PromptTemplate())
+    near_limit = [
+        record_of_length(generator, generator.limit - 20),
+        record_of_length(generator, generator.limit - 20, "hgfedcba"),  # the same room as the one above
+        record_of_length(generator, generator.limit - 41, "zyxw"),
+    ]
+    records = [RECORDS[0], near_limit[0], *RECORDS[1:3], near_limit[2], *RECORDS[3:], near_limit[1]]
+    runs = {
+        size: generate_responses(
+            model, tokenizer, records, GenerationSettings(batch_size=size, max_new_tokens=64), progress=False
+        )
+        for size in (1, 8)
+    }
+    assert runs[1] == runs[8]
+    assert len({r.text for r in runs[8]}) > 3  # the comparison is not between identical outputs
+    # every record ran to its own room: 64 new tokens, or what the context leaves after a long prompt
+    assert [r.new_tokens for r in runs[8]] == [64, 20, 64, 64, 41, 64, 64, 20]
+
+
+def test_a_record_beside_a_long_prompt_gets_all_its_new_tokens(tiny):
+    model, tokenizer = tiny  # the standard tiny model writes newlines to the token limit
+    generator = Generator(model, tokenizer, PromptTemplate())
+    records = [RECORDS[0], record_of_length(generator, generator.limit - 27), RECORDS[1]]
+    results = generate_responses(
+        model, tokenizer, records, GenerationSettings(batch_size=8, max_new_tokens=64), progress=False
+    )
+    assert [r.new_tokens for r in results] == [64, 27, 64]
+    assert not any(r.ended_at_eos for r in results)
+
+
+def test_a_prompt_that_fills_the_context_names_its_record(noisy, monkeypatch):
+    model, tokenizer = noisy
+    long_record = {"instruction": "word " * 600}
+    tokens = len(Generator(model, tokenizer, PromptTemplate()).encode([long_record])[0])
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("generation started before every prompt was checked")
+
+    monkeypatch.setattr(model, "generate", not_called)
+    with pytest.raises(SFTError) as error:
+        generate_responses(model, tokenizer, [RECORDS[0], RECORDS[1], long_record], progress=False)
+    message = str(error.value)
+    assert message.startswith(f"record 2: its prompt of {tokens} tokens fills the model's context of 512 tokens")
+    assert "\n" not in message
+    with pytest.raises(SFTError, match=r"^record 0: .*\(2 more records do not fit either: 2, 3\)$"):
+        generate_responses(model, tokenizer, [long_record, RECORDS[0], long_record, long_record], progress=False)
+
+
+def test_markdown_headings_are_part_of_the_response():
+    template = PromptTemplate()
+    assert extract_response(MARKDOWN, template) == MARKDOWN
+    assert extract_response(f"### Response:\n{MARKDOWN}\n", template) == MARKDOWN
+    assert not header_reached(MARKDOWN, template)
+    for header in ("### Instruction:", "### Input:", "### Response:"):
+        following = f"{MARKDOWN}\n\n{header}\nNext task"
+        assert extract_response(following, template) == MARKDOWN
+        assert header_reached(following, template)
+    assert extract_response("Use ### Instruction: inside a line", template) == "Use ### Instruction: inside a line"
+
+
+def test_headers_come_from_the_template():
+    assert extract_response(f"Assistant: {MARKDOWN}\n### Instruction:\nMore", CUSTOM) == (
+        f"{MARKDOWN}\n### Instruction:\nMore"
+    )
+    assert extract_response(f"{MARKDOWN}\nUser: next question", CUSTOM) == MARKDOWN
+    assert extract_response(f"{MARKDOWN}\nContext: more", CUSTOM) == MARKDOWN
+    assert header_reached("Paris\nAssistant: again", CUSTOM)
+    assert not header_reached("Paris\n### Instruction:\n", CUSTOM)
+    assert not header_reached("Assistant", CUSTOM)  # may still be an echoed response header
+
+
+def first_stop(tokenizer, template, text):
+    """The number of tokens of `text` after which `stop_at_header` stops the row, if it does."""
+    criterion = stop_at_header(tokenizer, template, 3)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    for step in range(1, len(ids) + 1):
+        if criterion(torch.tensor([[7, 7, 7] + ids[:step]]), None).item():
+            return tokenizer.decode(ids[:step])
+    return None
+
+
+def test_stop_at_header_lets_markdown_through(tiny):
+    tokenizer = tiny[1]
+    assert first_stop(tokenizer, PromptTemplate(), MARKDOWN) is None
+    assert first_stop(tokenizer, PromptTemplate(), f"{MARKDOWN}\n\n### Instruction:\nMore") == (
+        f"{MARKDOWN}\n\n### Instruction:"
+    )
+    assert first_stop(tokenizer, CUSTOM, f"{MARKDOWN}\n### Instruction:\nMore") is None
+    assert first_stop(tokenizer, CUSTOM, f"{MARKDOWN}\nUser: more") == f"{MARKDOWN}\nUser:"
+
+
+def scripted(tokenizer, text):
+    """A stand-in for `model.generate` that writes `text` (then EOS) in every row, a token a step, and
+    honours the stopping criteria and streamer as transformers does."""
+    script = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+    def generate(input_ids, max_new_tokens, stopping_criteria, pad_token_id, streamer=None, **kwargs):
+        ids, done = input_ids, torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        if streamer is not None:
+            streamer.put(ids[0])
+        for token in script[:max_new_tokens]:
+            step = torch.where(done, pad_token_id, token)
+            ids = torch.cat([ids, step[:, None]], dim=1)
+            if streamer is not None:
+                streamer.put(step)
+            done |= step == tokenizer.eos_token_id
+            for criterion in stopping_criteria:
+                done |= criterion(ids, None)
+            if done.all():
+                break
+        if streamer is not None:
+            streamer.end()
+        return ids
+
+    return generate
+
+
+@pytest.mark.parametrize("template", [PromptTemplate(), CUSTOM], ids=["alpaca", "custom"])
+def test_a_markdown_answer_round_trip(tiny, monkeypatch, template):
+    model, tokenizer = tiny
+    monkeypatch.setattr(model, "generate", scripted(tokenizer, MARKDOWN))
+    whole = generate_responses(model, tokenizer, RECORDS[:2], GenerationSettings(), template, progress=False)
+    assert [(r.text, r.ended_at_eos) for r in whole] == [(MARKDOWN, True)] * 2
+    assert generate_response(model, tokenizer, "Bake a cake.", template=template) == MARKDOWN
+    monkeypatch.setattr(model, "generate", scripted(tokenizer, f"{MARKDOWN}\n\n{template.instruction_header}\nMore"))
+    cut = generate_responses(model, tokenizer, RECORDS[:2], GenerationSettings(), template, progress=False)
+    assert [(r.text, r.ended_at_eos) for r in cut] == [(MARKDOWN, False)] * 2
+    script_length = len(tokenizer(f"{MARKDOWN}\n\n{template.instruction_header}", add_special_tokens=False).input_ids)
+    assert all(r.new_tokens <= script_length for r in cut)  # stopped at the header, not at the token limit
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "sft-tiny-gpt2", "--instruction", "x", "--temperature", "nan"],
+        ["generate", "sft-tiny-gpt2", "--instruction", "x", "--temperature", "inf"],
+        ["generate", "sft-tiny-gpt2", "--instruction", "x", "--top-p", "nan"],
+        ["chat", "sft-tiny-gpt2", "--temperature", "nan"],
+        ["eval", "--model", "sft-tiny-gpt2", "--data", "missing.json", "--temperature", "inf"],
+        ["compare", "--base", "sft-tiny-gpt2", "--model", "sft-tiny-gpt2", "--data", "x.json", "--top-p", "nan"],
+    ],
+    ids=["generate-temperature-nan", "generate-temperature-inf", "generate-top-p-nan", "chat", "eval", "compare"],
+)
+def test_non_finite_settings_are_refused_before_a_model_loads(command, monkeypatch, capsys):
+    import sft.inference.generate
+    import sft.models.load
+    from sft.cli import main
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(sft.inference.generate, "load_for_inference", no_loading)
+    monkeypatch.setattr(sft.models.load, "load_model", no_loading)
+    assert main(command) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    option = "--temperature" if "--temperature" in command else "--top-p"
+    assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0]
+    assert "Loading" not in captured.out

@@ -1,8 +1,8 @@
 """Interactive chat: a loop that streams each response as the model writes it.
 
 Generation runs in a background thread feeding a TextIteratorStreamer; the main thread prints
-what is certain to belong to the response, holding back a line that may turn into a `### `
-header (where the response ends), so the printed text equals `generate_response`'s result.
+what is certain to belong to the response, holding back a line that may still turn into one of the
+template's headers (where the response ends), so the printed text equals `generate_response`'s result.
 Prompt ids, EOS ids, the room in the context and the final cut come from the same `Generator`
 that batched generation uses.
 """
@@ -14,37 +14,48 @@ from collections.abc import Callable
 from typing import Any
 
 from sft.data.template import PromptTemplate
-from sft.inference.generate import HEADER_LINE, GenerationResult, Generator, model_device
+from sft.inference.generate import (
+    GenerationResult,
+    Generator,
+    header_line,
+    model_device,
+    template_headers,
+    without_echo,
+)
 from sft.inference.settings import GenerationSettings
 
 GOODBYE = "Goodbye."
+NOT_UTF8 = "that input was not valid UTF-8; type or paste it again as UTF-8 text (is the terminal set to UTF-8?)"
 
 
 class ResponseFilter:
     """Turns streamed chunks of continuation into the printable part of the response."""
 
     def __init__(self, template: PromptTemplate):
-        self.header = template.response_header
+        self.template = template
+        self.headers = template_headers(template)
+        self.stop = header_line(template)
         self.raw = ""
         self.shown = ""
-        self.done = False  # a following `### ` header was reached: the rest is not response
+        self.done = False  # a following header of the template was reached: the rest is not response
 
     def feed(self, chunk: str) -> str:
         """The text to print now for `chunk`."""
         if self.done:
             return ""
         self.raw += chunk
-        text = self.raw.lstrip()
-        if self.header.startswith(text):
+        if self.template.response_header.startswith(self.raw.lstrip()):
             return ""  # may still be an echoed response header
-        text = text.removeprefix(self.header).lstrip()
-        match = HEADER_LINE.search(text)
+        text = without_echo(self.raw, self.template)
+        match = self.stop.search(text)
         if match:
             self.done = True
             safe = text[: match.start()]
         else:
+            # The last line is held back while it may still become a header ("### In" may be "### Input:");
+            # a Markdown heading such as "### Step 1" is shown as soon as it cannot.
             tail = text[text.rfind("\n") + 1 :]
-            safe = text[: len(text) - len(tail)] if "###".startswith(tail[:3]) else text
+            safe = text[: len(text) - len(tail)] if any(h.startswith(tail) for h in self.headers) else text
         return self._advance(safe.rstrip())
 
     def close(self, final: str) -> str:
@@ -106,7 +117,7 @@ def stream_response(
         for chunk in streamer:
             write(shown.feed(chunk))
             if shown.done:
-                stop.set()  # the model went on to a new `###` block; the rest is not response
+                stop.set()  # the model went on to a new block of the template; the rest is not response
     finally:
         stop.set()
         worker.join()
@@ -115,6 +126,18 @@ def stream_response(
     result = generator.finish(outcome["ids"][0, len(prompt) :].tolist())
     write(shown.close(result.text))
     return result
+
+
+def ask(read: Callable[[str], str], prompt: str) -> str:
+    """A line from `read`, stripped, asked for again while it is not valid UTF-8: a strict stdin raises
+    UnicodeDecodeError, one with surrogateescape (a C locale, UTF-8 mode) hands over lone surrogates."""
+    while True:
+        try:
+            text = read(prompt)
+            text.encode("utf-8")
+            return text.strip()
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            print(NOT_UTF8)
 
 
 def chat_loop(generator: Generator, settings: GenerationSettings, read: Callable[[str], str] = input) -> int:
@@ -126,11 +149,11 @@ def chat_loop(generator: Generator, settings: GenerationSettings, read: Callable
 
     try:
         while True:
-            instruction = read("Instruction: ").strip()
+            instruction = ask(read, "Instruction: ")
             if not instruction:
                 print("Please type an instruction (Ctrl-D or Ctrl-C quits).")
                 continue
-            extra = read("Input (optional, Enter for none): ").strip()
+            extra = ask(read, "Input (optional, Enter for none): ")
             write("Response: ")
             started = time.perf_counter()
             try:
