@@ -104,7 +104,8 @@ def build_gpt2_tokenizer(ranks_path: Path) -> Any:
 
 
 def gpt2_medium_dir() -> Path:
-    """A directory `sft.models.load.load_model` accepts: GPT-2 medium's shape, seeded random weights, GPT-2's tokenizer."""
+    """A directory `sft.models.load.load_model` accepts: GPT-2 medium's shape, seeded random weights and
+    GPT-2's tokenizer."""
     target = bench_dir() / "gpt2-medium-random"
     if (target / "model.safetensors").is_file():
         return target

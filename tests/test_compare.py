@@ -89,7 +89,7 @@ def test_compare_two_tiny_models(tiny_model_dir, talkative_dir, alpaca_records, 
     assert {"base_response", "model_response", "base_rouge_l", "model_rouge_l", "rouge_l_change"} <= set(change)
     assert change["model_response"] == records[0]["output"]
     for role in ("base", "model"):
-        assert {p.name for p in (out / role).iterdir()} >= {"responses.json", "metrics.json", "report.md"}
+        assert {p.name for p in (out / role).iterdir()} >= {"responses.json", "eval_metrics.json", "report.md"}
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| ROUGE-L | 0.0000 | 1.0000 | +1.0000 |" in report
     assert "## Biggest improvements (ROUGE-L)" in report
@@ -165,7 +165,7 @@ def test_report_shows_regressions():
         }
     )
     assert "| ROUGE-L | 0.5000 | 0.2500 | -0.2500 |" in report
-    assert "| 1 | 1.000 | 0.000 | -1.000 | Say hi | hi | hi | bye |" in report
+    assert "| 0 | 1.000 | 0.000 | -1.000 | Say hi | hi | hi | bye |" in report
 
 
 def test_help(capsys):

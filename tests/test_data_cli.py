@@ -123,7 +123,10 @@ def test_check_formats_and_mappings(tmp_path, capsys):
 def test_check_max_length(alpaca_file, capsys):
     assert main(["data", "check", str(alpaca_file), "--model", "sft-tiny-gpt2", "--max-length", "5"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 4 and all("more than --max-length 5" in line for line in errors)
+    assert len(errors) == 5 and errors[0].startswith(
+        f"error: {alpaca_file}: 4 of 4 records are longer than --max-length 5"
+    )
+    assert [line.split(": ")[2] for line in errors[1:]] == [f"record {n} (line 1)" for n in range(4)]
     assert main(["data", "check", str(alpaca_file), "--model", "sft-tiny-gpt2", "--max-length", "4096"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{alpaca_file}: 4 valid records"
@@ -174,7 +177,7 @@ def test_prepare_shuffle_and_fractions(tmp_path):
 
 def test_prepare_refuses_overlong_records_and_writes_nothing(alpaca_file, tmp_path, capsys):
     assert prepare(alpaca_file, tmp_path / "out", "--max-length", "5") == 2
-    assert "more than --max-length 5" in capsys.readouterr().err
+    assert "4 of 4 records are longer than --max-length 5 tokens" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -102,10 +102,39 @@ def test_too_long_records_use_the_training_token_count(gpt2_tokenizer):
     limit = lengths[0] + 1
     problems = collect_problems([GOOD, long], "d.json", tokenizer=gpt2_tokenizer, max_length=limit)
     assert problems == [
-        f"d.json: record 1: is {lengths[1]} tokens long (prompt + response + EOS), more than --max-length "
-        f"{limit}; shorten its fields, remove it, or raise --max-length"
+        f"d.json: 1 of 2 records are longer than --max-length {limit} tokens (longest: {lengths[1]}); "
+        "raise it or shorten them",
+        f"d.json: record 1: is {lengths[1]} tokens long (prompt + response + EOS)",
     ]
     assert collect_problems([GOOD, long], "d.json", tokenizer=gpt2_tokenizer, max_length=lengths[1]) == []
+
+
+def test_many_too_long_records_are_one_summary_and_the_first_five(gpt2_tokenizer):
+    longs = [{"instruction": f"Repeat {n}.", "input": "", "output": "word " * (20 + n)} for n in range(12)]
+    raw = [GOOD, *longs[:3], {"instruction": "x", "output": ""}, *longs[3:]]
+    lengths = record_token_lengths(longs, gpt2_tokenizer, PromptTemplate())
+    limit = record_token_lengths([GOOD], gpt2_tokenizer, PromptTemplate())[0]
+    problems = collect_problems(raw, "d.json", tokenizer=gpt2_tokenizer, max_length=limit)
+    assert problems[0].startswith("d.json: record 4: field 'output' is empty")
+    assert problems[1] == (
+        f"d.json: 12 of 13 records are longer than --max-length {limit} tokens (longest: {max(lengths)}); "
+        "raise it or shorten them"
+    )
+    assert problems[2:] == [
+        f"d.json: record {index}: is {length} tokens long (prompt + response + EOS)"
+        for index, length in zip([1, 2, 3, 5, 6], lengths)
+    ]
+
+
+def test_a_recipe_max_length_is_named_as_the_recipe_key(tmp_path, gpt2_tokenizer):
+    from sft.data.split import DataArguments, load_splits
+
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{**GOOD, "output": str(n)} for n in range(10)]), encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        load_splits(DataArguments(dataset_name=str(path)), gpt2_tokenizer, max_length=3)
+    assert caught.value.problems[0].startswith(f"{path}: 10 of 10 records are longer than max_length 3 tokens")
+    assert len(caught.value.problems) == 6
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """`sft download`: the real huggingface_hub client against a local stand-in for the Hub, and offline."""
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +119,87 @@ def test_download_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     assert "MODEL" in help_text and "--output" in help_text and "--revision" in help_text
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error and "Traceback" not in error
+    return error
+
+
+def test_a_non_empty_output_is_refused_and_overwrite_keeps_the_user_s_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "models"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    (output / "config.json").write_text("{}")  # an earlier download's file: replaced with --overwrite
+    assert cli(["download", "sft-tiny-gpt2", "--output", str(output)]) == 2
+    error = one_line_error(capsys)
+    assert str(output) in error and "--overwrite" in error
+    assert sorted(path.name for path in output.iterdir()) == ["config.json", "notes.txt"]
+
+    assert cli(["download", "sft-tiny-gpt2", "--output", str(output), "--overwrite"]) == 0
+    assert (output / "notes.txt").read_text() == "mine"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {path.name for path in output.iterdir()}
+    assert (output / "config.json").read_text() != "{}"
+    assert not [path for path in output.iterdir() if path.name.startswith(".sft-")]
+    assert "notes.txt" not in capsys.readouterr().out  # it lists what it wrote, not what was there
+
+
+def test_output_dot_never_deletes_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("precious")
+    monkeypatch.chdir(work)
+    assert cli(["download", "sft-tiny-gpt2", "--output", "."]) == 2
+    assert "--overwrite" in one_line_error(capsys)
+    assert [path.name for path in work.iterdir()] == ["keep.txt"]
+    assert cli(["download", "sft-tiny-gpt2", "--output", ".", "--overwrite"]) == 0
+    assert (work / "keep.txt").read_text() == "precious" and (work / "model.safetensors").is_file()
+
+
+def test_an_output_that_is_a_file_is_refused_before_downloading(
+    tmp_path: Path, hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "out").write_text("a file")
+    assert cli(["download", "org/model", "--output", str(tmp_path / "out")]) == 2
+    assert "is a file" in one_line_error(capsys)
+    assert not hub.requests and (tmp_path / "out").read_text() == "a file"
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_staging_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    import sft.hub.download
+
+    def full(source: object, target: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(sft.hub.download, "copy_file", full)
+    assert cli(["download", "sft-tiny-gpt2", "--output", str(tmp_path / "new")]) == 2
+    assert "disk is full" in one_line_error(capsys)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    assert cli(["download", "sft-tiny-gpt2", "--output", str(tmp_path / "old"), "--overwrite"]) == 2
+    assert "disk is full" in one_line_error(capsys)
+    assert [path.name for path in (tmp_path / "old").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+def test_a_read_only_parent_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        assert cli(["download", "sft-tiny-gpt2", "--output", str(parent / "out")]) == 2
+        error = one_line_error(capsys)
+        assert "permission denied" in error and str(parent) in error
+        assert not list(parent.iterdir())
+    finally:
+        parent.chmod(0o755)

@@ -35,7 +35,7 @@ def test_reproduce_on_tiny_model(tmp_path: Path, capsys) -> None:
     assert code == 0
     for name in (
         "eval/responses.json",
-        "eval/metrics.json",
+        "eval/eval_metrics.json",
         "eval/report.md",
         "eval/loss.png",
         "data/train.json",
@@ -46,7 +46,7 @@ def test_reproduce_on_tiny_model(tmp_path: Path, capsys) -> None:
     ):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "data" / "test.json").read_text())) == 4
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    metrics = json.loads((out / "eval" / "eval_metrics.json").read_text())
     assert metrics["n"] == 4 and 0 <= metrics["ended_at_eos"] <= 1
     printed = capsys.readouterr().out
     assert "(base)" in printed and "fine-tuned" in printed and "GPT-2 medium" in printed

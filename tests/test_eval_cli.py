@@ -1,6 +1,7 @@
 """`sft eval` and `evaluate_model` on the tiny model: files, keys, splits, kinds; the eval report."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_eval_writes_responses_metrics_and_report(tiny_model_dir, alpaca_file, a
     responses = read(out / "responses.json")
     assert [{k: v for k, v in r.items() if k != "model_response"} for r in responses] == alpaca_records
     assert all(isinstance(r["model_response"], str) for r in responses)
-    metrics = read(out / "metrics.json")
+    metrics = read(out / "eval_metrics.json")
     assert set(metrics) >= METRIC_KEYS
     assert metrics["n"] == len(metrics["per_record"]) == 4
     assert metrics["split"] == "all" and metrics["model"] == str(tiny_model_dir)
@@ -129,7 +130,7 @@ def test_breakdown_by_kind(tiny_model_dir, tmp_path):
         )
         == 0
     )
-    metrics = read(out / "metrics.json")
+    metrics = read(out / "eval_metrics.json")
     assert set(metrics["by_kind"]) == {"even", "odd"}
     assert metrics["by_kind"]["even"]["n"] == 3
     assert read(out / "responses.json")[0]["kind"] == "even"
@@ -151,7 +152,7 @@ def test_evaluate_model_with_a_model_in_memory(alpaca_records, tmp_path):
         progress=False,
     ).metrics
     assert metrics["model"] == "in-memory" and metrics["n"] == 4
-    assert metrics == read(tmp_path / "metrics.json")
+    assert metrics == read(tmp_path / "eval_metrics.json")
     assert metrics["by_kind"] == {}
 
 
@@ -191,8 +192,8 @@ def test_report_lists_worst_and_best():
     ]
     report = eval_report(metrics, responses)
     worst, best = report.split("## 2 best records by ROUGE-L")
-    assert worst.index("| 2 | 0.100 |") < worst.index("| 4 | 0.300 |")
-    assert best.index("| 3 | 0.900 |") < best.index("| 1 | 0.500 |")
+    assert worst.index("| 1 | 0.100 |") < worst.index("| 3 | 0.300 |")
+    assert best.index("| 2 | 0.900 |") < best.index("| 0 | 0.500 |")
     assert "task 1 \\| piped" in report and "line one<br>line two" in report
 
 
@@ -201,3 +202,15 @@ def test_help(capsys):
         sft_main(["eval", "--help"])
     assert exit_info.value.code == 0
     assert "--split" in capsys.readouterr().out
+
+
+def test_evaluating_into_the_model_directory_keeps_its_training_files(tmp_path):
+    """Evaluation files never share names with training files: the model card reads both."""
+    model = tmp_path / "model"
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml")
+    assert sft_main(["train", recipe, "--output_dir", str(model), "--max_steps", "1", "--eval_strategy", "no"]) == 0
+    training = read(model / "metrics.json")
+    argv = ["eval", "--model", str(model), "--data", "sft-synth", "--limit", "2", "--max-new-tokens", "2"]
+    assert sft_main([*argv, "--output-dir", str(model), "--no-progress"]) == 0
+    assert read(model / "metrics.json") == training
+    assert read(model / "eval_metrics.json")["n"] == 2

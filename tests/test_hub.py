@@ -18,7 +18,7 @@ TOKEN = "hf_testSecretTokenThatMustNeverLeak0123"
 # What a LoRA run on the offline default publishes: weights, tokenizer, run files and the card.
 PUBLISHED = {
     "README.md", "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-    "sft_template.json", "sft_config.yaml", "metrics.json", "loss.png",
+    "sft_template.json", "sft_config.yaml", "metrics.json", "eval_metrics.json", "loss.png",
 }  # fmt: skip
 
 
@@ -51,7 +51,6 @@ def run_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "total_flos": 1.0e12,
     }
     (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    (run / "eval").mkdir()
     scores = {
         "data": "data/alpaca.json",
         "split": "test",
@@ -62,7 +61,7 @@ def run_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "generation": {"max_new_tokens": 256},
         "per_record": [{"rouge_l": 0.5}],
     }
-    (run / "eval" / "metrics.json").write_text(json.dumps(scores))
+    (run / "eval_metrics.json").write_text(json.dumps(scores))
     for name in ("trainer_state.json", "loss.png", "loss.pdf", "training_args.bin", "optimizer.pt", "rng_state.pth"):
         (run / name).write_bytes(b"local only")
     (run / "checkpoint-4").mkdir()
@@ -224,3 +223,31 @@ def test_push_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_an_invalid_repo_id_is_one_line(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["push", str(run_dir), "--repo-id", "not a repo id!", "--dry-run"]) == 2
     assert "--repo-id" in one_line_error(capsys)
+
+
+def test_a_second_dry_run_replaces_only_its_own_staged_files(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert cli(["push", str(run_dir), "--repo-id", "someone/model", "--dry-run"]) == 0
+    staged = run_dir / "hub-upload"
+    (staged / "notes.txt").write_text("mine")
+    (run_dir / "loss.png").unlink()  # the second upload has no plot: the staged one goes
+    (run_dir / "metrics.json").write_text(json.dumps({"train_loss": 0.5}))
+    capsys.readouterr()
+    assert cli(["push", str(run_dir), "--repo-id", "someone/model", "--dry-run"]) == 0
+    names = {path.name for path in staged.iterdir()}
+    assert names == (PUBLISHED - {"loss.png"}) | {"notes.txt"}
+    assert json.loads((staged / "metrics.json").read_text()) == {"train_loss": 0.5}
+    assert "notes.txt" not in capsys.readouterr().out  # the listing is the upload, not the folder
+    assert not [path for path in staged.iterdir() if path.name.startswith(".sft-")]
+
+
+def test_a_dry_run_where_hub_upload_is_a_file_is_one_line(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    (run_dir / "hub-upload").write_text("mine")
+    assert cli(["push", str(run_dir), "--repo-id", "someone/model", "--dry-run"]) == 2
+    assert "hub-upload" in one_line_error(capsys)
+    assert (run_dir / "hub-upload").read_text() == "mine"

@@ -57,3 +57,16 @@ def test_adapter_directory_names_its_base(tmp_path: Path) -> None:
 
 def test_gpt2_style_tokenizer_gets_eos_as_pad(gpt2_tokenizer) -> None:
     assert gpt2_tokenizer.pad_token == gpt2_tokenizer.eos_token == "<|endoftext|>"
+
+
+def test_a_broken_cache_entry_is_one_line_and_left_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from sft.models.tiny import tiny_model_dir
+
+    monkeypatch.setenv("SFT_CACHE", str(tmp_path))
+    broken = tmp_path / "models" / "sft-tiny-llama"
+    broken.mkdir(parents=True)
+    (broken / "tokenizer.json").write_text("{}")
+    with pytest.raises(SFTError) as error:
+        tiny_model_dir("sft-tiny-llama")
+    assert "\n" not in str(error.value) and str(broken) in str(error.value) and "delete" in str(error.value)
+    assert [path.name for path in broken.iterdir()] == ["tokenizer.json"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sft.data.load import load_records, save_records
+from sft.data.load import display_source, load_records, save_records
 from sft.data.split import SPLITS
 from sft.models.load import OFFLINE_DEFAULT
 
@@ -219,7 +219,7 @@ def run_check(args: argparse.Namespace) -> int:
     model = args.model or (OFFLINE_DEFAULT if args.max_length else None)
     tokenizer = load_tokenizer(model) if model else None
     records = read(args, tokenizer, args.max_length)
-    print(f"{args.file}: {len(records)} valid records")
+    print(f"{display_source(args.file)}: {len(records)} valid records")
     if tokenizer is not None:
         stats = length_stats(token_lengths(records, tokenizer, model))
         limit = f" (limit {args.max_length})" if args.max_length else ""
@@ -231,7 +231,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from sft.data.split import DataArguments, split_as
+    from sft.data.split import DataArguments, check_train_split, split_as
 
     settings = DataArguments(
         dataset_name=args.file,
@@ -243,11 +243,12 @@ def run_prepare(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model) if args.max_length else None
     records = read(args, tokenizer, args.max_length)
     splits = split_as(settings, records)
+    check_train_split(settings, splits, len(records), ("--train-fraction", "--test-fraction"))
     tokenizer = tokenizer or load_tokenizer(args.model)
     out = Path(args.output_dir)
     for name in SPLITS:
         save_records(out / f"{name}.json", splits[name])
-    print(f"{args.file}: {len(records)} records -> {out}/{{train,validation,test}}.json")
+    print(f"{display_source(args.file)}: {len(records)} records -> {out}/{{train,validation,test}}.json")
     print(f"tokens per record (prompt + response + EOS) with {args.model}:")
     print(f"  {'split':<12}{'records':>8}{'min':>8}{'mean':>9}{'p95':>8}{'max':>8}")
     for name in SPLITS:
@@ -261,21 +262,25 @@ def run_inspect(args: argparse.Namespace) -> int:
     records = read(args)
     if not -len(records) <= args.index < len(records):
         raise SFTError(
-            f"--index {args.index} is out of range: {args.file} has {len(records)} records (0 to {len(records) - 1})"
+            f"--index {args.index} is out of range: {display_source(args.file)} has {len(records)} records "
+            f"(0 to {len(records) - 1})"
         )
     index = args.index % len(records)
     tokenizer = load_tokenizer(args.model)
     view = token_view(records[index], tokenizer, template_for(args.model))
+    source = display_source(args.file)
     if args.json:
-        print(json.dumps({"source": args.file, "index": index, "model": args.model, **view}, ensure_ascii=False))
+        print(json.dumps({"source": source, "index": index, "model": args.model, **view}, ensure_ascii=False))
     else:
-        print_token_table(args.file, index, args.model, view)
+        print_token_table(source, index, args.model, view)
     return 0
 
 
 def run_synth(args: argparse.Namespace) -> int:
     from sft.data.synth import synth_records
+    from sft.paths import check_file_output
 
+    check_file_output(args.output)
     records = synth_records(args.n, args.seed)
     output = save_records(args.output, records)
     kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(Counter(r["kind"] for r in records).items()))

@@ -6,7 +6,10 @@ only after the whole source has been checked: a bad source raises one DataError 
 its problems.
 """
 
+import base64
+import gzip
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -14,13 +17,14 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sft.data.validate import ALPACA_MAP, FIELDS, collect_problems, to_alpaca
+from sft.data.validate import ALPACA_MAP, FIELDS, collect_problems, json_object, to_alpaca
 from sft.errors import DataError, SFTError
-from sft.paths import atomic_write_text, cache_dir
+from sft.paths import atomic_write_bytes, cache_dir
 
 SYNTH_NAME = "sft-synth"
 SYNTH_DEFAULT_SIZE = 1200
@@ -31,6 +35,7 @@ FORMATS: dict[str, dict[str, str]] = {
 }
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 FILE_SUFFIXES = JSONL_SUFFIXES | {".json", ".txt", ".gz"}
+URL_SCHEMES = ("http://", "https://")
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?(:[\w.-]+)?")
 DOWNLOAD_TIMEOUT_S = 30
 
@@ -52,6 +57,7 @@ def load_records(
     tokenizer: Any = None,
     max_length: int | None = None,
     template: Any = None,
+    length_option: str = "--max-length",
 ) -> list[dict[str, str]]:
     """Validated records in Alpaca form from `source`; raises DataError listing every problem.
 
@@ -60,7 +66,7 @@ def load_records(
     `owner/name:split`), or `sft-synth[:N]`. `format` is "auto", "alpaca", "dolly" or a mapping
     such as "instruction=question,output=answer"; `field_map` maps target fields to source fields.
     With a `tokenizer` and `max_length`, records longer than that (as training renders them with
-    `template`) are problems too.
+    `template`) are problems too; `length_option` is how messages name that limit.
     """
     raw = read_source(str(source), sha256)
     mapping = resolve_mapping(format, field_map, raw.records, raw.name)
@@ -72,6 +78,7 @@ def load_records(
         max_length=max_length,
         template=template,
         lines=raw.lines,
+        length_option=length_option,
     )
     if problems:
         raise DataError(problems)
@@ -83,8 +90,8 @@ def read_source(source: str, sha256: str | None = None) -> RawSource:
     if source == SYNTH_NAME or source.startswith(SYNTH_NAME + ":"):
         reject_pin(source, sha256)
         return RawSource(synth_source(source), source)
-    if source.startswith(("http://", "https://")):
-        return read_file(download(source, sha256), source)
+    if is_url(source):
+        return read_file(download(source, sha256), display_source(source))
     path = Path(source).expanduser()
     if path.is_file():
         if sha256:
@@ -118,28 +125,43 @@ def synth_source(source: str) -> list[dict[str, str]]:
 
 
 def save_records(path: str | os.PathLike, records: list[dict[str, Any]]) -> Path:
-    """Write records atomically: JSON Lines for .jsonl, else a JSON array indented like the seed data.
+    """Write records atomically: JSON Lines for .jsonl, else a JSON array indented like the seed data;
+    gzip-compressed where the name ends in .gz (`data.jsonl.gz`).
 
     Text is written as UTF-8 characters, not \\u escapes, so files stay readable in any script.
     """
     path = Path(path)
-    if path.suffix.lower() in JSONL_SUFFIXES:
+    compressed = path.suffix.lower() == ".gz"
+    layout = Path(path.stem).suffix.lower() if compressed else path.suffix.lower()
+    if layout in JSONL_SUFFIXES:
         text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     else:
         text = json.dumps(records, indent=4, ensure_ascii=False) + "\n"
-    return atomic_write_text(path, text)
+    data = text.encode("utf-8")
+    # mtime=0: the same records always give the same bytes.
+    return atomic_write_bytes(path, gzip.compress(data, mtime=0) if compressed else data)
 
 
 def read_file(path: Path, name: str) -> RawSource:
-    """A JSON array file or a JSON Lines file (by suffix, or because its objects sit one per line)."""
+    """A JSON array file or a JSON Lines file (by suffix, or because its objects sit one per line),
+    gzip-compressed when its name ends in .gz."""
     data = path.read_bytes()
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(
+                [f"{name}: not a readable gzip file ({error}); compress it again with gzip, or drop the .gz suffix"]
+            ) from None
+        suffix = Path(path.stem).suffix.lower()  # data.jsonl.gz holds JSON Lines
     try:
         text = data.decode("utf-8-sig")  # tolerate the byte-order mark some editors write
     except UnicodeDecodeError as error:
         raise DataError(
             [f"{name}: byte {error.start} (0x{data[error.start]:02x}) is not valid UTF-8; save the file as UTF-8"]
         ) from None
-    return parse_text(text, name, jsonl=path.suffix.lower() in JSONL_SUFFIXES)
+    return parse_text(text, name, jsonl=suffix in JSONL_SUFFIXES)
 
 
 def parse_text(text: str, name: str, jsonl: bool = False) -> RawSource:
@@ -150,9 +172,11 @@ def parse_text(text: str, name: str, jsonl: bool = False) -> RawSource:
         return parse_jsonl(text, name)
     if stripped.startswith("{"):
         try:
-            value = json.loads(text)
+            value = json.loads(text, object_pairs_hook=json_object)
         except json.JSONDecodeError:
             return parse_jsonl(text, name)  # several objects: JSON Lines in a .json file
+        except RecursionError:
+            raise DataError([too_deep(name)]) from None
         if "\n" not in stripped:
             return RawSource([value], name, [1])  # a one-record JSON Lines file
         return RawSource(value, name)  # a single object: validation explains what is expected
@@ -161,11 +185,13 @@ def parse_text(text: str, name: str, jsonl: bool = False) -> RawSource:
 
 def parse_json(text: str, name: str) -> RawSource:
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=json_object)
     except json.JSONDecodeError as error:
         raise DataError(
             [f"{name}: line {error.lineno}, column {error.colno}: invalid JSON ({error.msg}); fix the syntax there"]
         ) from None
+    except RecursionError:
+        raise DataError([too_deep(name)]) from None
     return RawSource(value, name, record_lines(text) if isinstance(value, list) else None)
 
 
@@ -178,16 +204,26 @@ def parse_jsonl(text: str, name: str) -> RawSource:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(json.loads(line, object_pairs_hook=json_object))
             lines.append(number)
         except json.JSONDecodeError as error:
             problems.append(
                 f"{name}: line {number}, column {error.colno}: invalid JSON ({error.msg}); "
                 "each line must hold one complete JSON object"
             )
+        except RecursionError:
+            problems.append(too_deep(f"{name}: line {number}"))
     if problems:
         raise DataError(problems)
     return RawSource(records, name, lines)
+
+
+def too_deep(where: str) -> str:
+    # Past Python's recursion limit ("[[[[..." in a file) json raises RecursionError, not JSONDecodeError.
+    return (
+        f"{where}: the JSON is nested too deeply to read (arrays or objects inside each other, hundreds of levels "
+        "deep); each record should be an object whose fields hold text"
+    )
 
 
 WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -274,12 +310,47 @@ def check_targets(mapping: dict[str, str]) -> dict[str, str]:
 # URLs ----------------------------------------------------------------------------------------------
 
 
+def is_url(source: str) -> bool:
+    return source.lower().startswith(URL_SCHEMES)
+
+
+def display_source(source: str) -> str:
+    """`source` as messages and logs may show it: for an http(s) URL, scheme, host and path only.
+
+    Credentials (`user:password@`) and the query string (signatures, tokens: `?X-Amz-Signature=...`)
+    are dropped, and `?…` / `#…` shows where a query or fragment was. Other sources come back unchanged.
+    """
+    if not is_url(source):
+        return source
+    parts = urllib.parse.urlsplit(source)
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    return shown + ("?…" if parts.query else "") + ("#…" if parts.fragment else "")
+
+
+def without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def redact(text: str, url: str) -> str:
+    """`text` (say a library's error message) with every secret part of `url` taken out."""
+    parts = urllib.parse.urlsplit(url)
+    text = text.replace(url, display_source(url))
+    userinfo = parts.netloc.rpartition("@")[0]
+    for secret in (userinfo + "@" if userinfo else "", parts.query, parts.fragment, parts.password or ""):
+        if secret:
+            text = text.replace(secret, "…")
+    return text
+
+
 def download(url: str, sha256: str | None = None) -> Path:
     """The cached copy of `url`, fetched on first use; a pinned hash must match before it is kept."""
     pin = normalise_sha256(sha256) if sha256 else None
     folder = cache_dir() / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{url_filename(url)}"
+    # The cache key leaves out `user:password@`, so not even a hash of a password lands on disk.
+    key = without_credentials(url) if "@" in urllib.parse.urlsplit(url).netloc else url
+    target = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}-{url_filename(url)}"
     if target.is_file() and (pin is None or file_sha256(target) == pin):
         return target
     fetch(url, target, pin)
@@ -287,31 +358,54 @@ def download(url: str, sha256: str | None = None) -> Path:
 
 
 def url_filename(url: str) -> str:
-    """The URL's last path segment made safe for a file name; the suffix tells JSON from JSONL."""
+    """The URL's last path segment made safe for a file name; the suffix tells JSON from JSONL.
+
+    Only the path is used: the query string may hold signatures or tokens.
+    """
     segment = urllib.parse.urlparse(url).path.rstrip("/").rsplit("/", 1)[-1]
     return re.sub(r"[^A-Za-z0-9._-]", "_", segment)[-80:] or "data.json"
 
 
+def open_url(url: str) -> Any:
+    """urlopen for `url`; credentials in it are sent as HTTP Basic auth, which urllib does not do by itself.
+
+    The header is "unredirected": a redirect to another host must not carry the password along.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)
+    request = urllib.request.Request(without_credentials(url))
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    request.add_unredirected_header("Authorization", f"Basic {token}")
+    return urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
+
+
 def fetch(url: str, target: Path, pin: str | None) -> None:
     """Stream `url` into a temporary file beside `target` and move it into place once verified."""
+    shown = display_source(url)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with os.fdopen(fd, "wb") as out, open_url(url) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
         if pin is not None and digest.hexdigest() != pin:
             raise SFTError(
-                f"{url}: sha256 mismatch: expected {pin}, downloaded {digest.hexdigest()}; "
+                f"{shown}: sha256 mismatch: expected {pin}, downloaded {digest.hexdigest()}; "
                 "the file changed on the server or the pin is wrong"
             )
         os.replace(tmp, target)
     except urllib.error.HTTPError as error:
-        raise SFTError(f"cannot download {url}: HTTP {error.code} {error.reason}") from None
+        raise SFTError(f"cannot download {shown}: HTTP {error.code} {redact(str(error.reason), url)}") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
-        raise SFTError(f"cannot download {url}: {reason}") from None
+        raise SFTError(f"cannot download {shown}: {redact(str(reason), url)}") from None
+    except (http.client.HTTPException, ValueError) as error:  # a malformed URL or reply, e.g. a bad port
+        detail = redact(str(error), url) or "no details"
+        raise SFTError(f"cannot download {shown}: {type(error).__name__}: {detail}; check the URL") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 

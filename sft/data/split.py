@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sft.data.load import check_targets, display_source, parse_field_map
 from sft.errors import SFTError
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class DataArguments:
     dataset_field_map: dict[str, str] | str | None = field(
         default=None,
         metadata={
-            "help": "Map other field names onto instruction/input/output, e.g. "
-            '\'{"instruction": "question", "output": "answer"}\'.'
+            "help": "Map other field names onto instruction/input/output, e.g. instruction=question,output=answer "
+            'or \'{"instruction": "question", "output": "answer"}\'.'
         },
     )
     dataset_sha256: str | None = field(
@@ -70,15 +71,15 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.dataset_field_map, str):
-            try:
-                self.dataset_field_map = json.loads(self.dataset_field_map)
-            except json.JSONDecodeError:
-                raise SFTError(
-                    f"dataset_field_map {self.dataset_field_map!r} is not a JSON object; write it as "
-                    '\'{"instruction": "question", "output": "answer"}\', or use --dataset_format '
-                    "instruction=question,output=answer"
-                ) from None
+        if isinstance(self.dataset_field_map, str) and not self.dataset_field_map.strip():
+            self.dataset_field_map = None  # `dataset_field_map: ""` in a recipe: no mapping
+        if self.dataset_field_map is not None:
+            self.dataset_field_map = field_map_setting(self.dataset_field_map)
+        if self.max_train_records is not None and self.max_train_records < 1:
+            raise SFTError(
+                f"max_train_records must be 1 or more, got {self.max_train_records}; "
+                "leave it unset to train on every training record"
+            )
         check_fractions(self.train_fraction, self.test_fraction)
 
     @classmethod
@@ -97,6 +98,32 @@ class DataArguments:
         order = f"shuffled with seed {self.split_seed}" if self.split_shuffle else "in file order"
         test = self.test_fraction
         return f"{self.train_fraction:.0%} train, {test:.0%} test, the rest validation, {order}"
+
+
+def field_map_setting(value: Any) -> dict[str, str]:
+    """`dataset_field_map` as a mapping: given as one already (YAML), as a JSON object, or in the --format form
+    `instruction=question,output=answer`."""
+    usage = (
+        "write it as instruction=question,output=answer or as a JSON object "
+        '\'{"instruction": "question", "output": "answer"}\''
+    )
+    mapping: Any = value
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            mapping = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            raise SFTError(f"dataset_field_map {value!r} is not a valid JSON object; {usage}") from None
+    elif isinstance(value, str) and "=" in value:
+        try:
+            return parse_field_map(value)
+        except SFTError as error:
+            raise SFTError(f"dataset_field_map {value!r}: {error}") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
+        raise SFTError(f"dataset_field_map {value!r} is not a mapping of field names; {usage}")
+    try:
+        return check_targets({str(target): field.strip() for target, field in mapping.items()})
+    except SFTError as error:
+        raise SFTError(f"dataset_field_map {value!r}: {error}") from None
 
 
 def split_records(
@@ -150,6 +177,7 @@ def read_records(
         tokenizer=tokenizer,
         max_length=max_length,
         template=template,
+        length_option="max_length",  # the recipe key, which is what the user of these settings sets
     )
 
 
@@ -169,17 +197,40 @@ def load_splits(
 ) -> dict[str, list[dict[str, str]]]:
     """The validated records, split as `data_args` says; `max_train_records` keeps only the first training
     records."""
-    splits = split_as(data_args, read_records(data_args, tokenizer, template, max_length))
+    records = read_records(data_args, tokenizer, template, max_length)
+    splits = split_as(data_args, records)
     if data_args.max_train_records is not None:
         splits["train"] = splits["train"][: data_args.max_train_records]
+    check_train_split(data_args, splits, len(records))
     logger.info(
         "Data %s: %d train, %d validation, %d test records",
-        data_args.dataset_name,
+        display_source(data_args.dataset_name),
         len(splits["train"]),
         len(splits["validation"]),
         len(splits["test"]),
     )
     return splits
+
+
+def check_train_split(
+    data_args: DataArguments,
+    splits: Mapping[str, Sequence[Any]],
+    count: int,
+    options: tuple[str, str] = ("train_fraction", "test_fraction"),
+) -> None:
+    """Refuse a split with nothing to train on (training would fail much later, with StopIteration).
+
+    An empty validation split is fine: training then skips validation. `options` name the two fractions
+    as the user set them (recipe keys, or the command-line options of `sft data prepare`).
+    """
+    if splits["train"]:
+        return
+    records = f"{count} record gives" if count == 1 else f"{count} records give"
+    train, test = options
+    raise SFTError(
+        f"{display_source(data_args.dataset_name)}: {records} an empty train split with {train} "
+        f"{data_args.train_fraction} and {test} {data_args.test_fraction}; add more records or raise {train}"
+    )
 
 
 def data_arguments_for_model(model_dir: str | Path | None, data: str) -> DataArguments:

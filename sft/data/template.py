@@ -1,9 +1,10 @@
 """The Alpaca prompt, rendered by one function for training and inference alike."""
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from sft.errors import SFTError
 from sft.paths import TEMPLATE_FILE
 
 DEFAULT_PREAMBLE = (
@@ -46,5 +47,39 @@ class PromptTemplate:
         if model_dir is not None:
             path = Path(model_dir) / TEMPLATE_FILE
             if path.is_file():
-                return cls(**json.loads(path.read_text(encoding="utf-8")))
+                return cls.load(path)
         return cls()
+
+    @classmethod
+    def load(cls, path: Path) -> "PromptTemplate":
+        """The template saved at `path`; a file that is not one (a hand edit, a bad copy) is refused in one
+        line, since rendering prompts another way than training did would quietly degrade every response."""
+        keys = [field.name for field in fields(cls)]
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:  # not JSON, or not UTF-8
+            problem = f"not JSON: {error}"
+        else:
+            problem = template_problem(data, keys)
+        if problem:
+            raise SFTError(
+                f"{path} is not a valid prompt template ({problem}); it needs the string keys {', '.join(keys)}: "
+                "restore it from the training run that wrote it"
+            )
+        return cls(**data)
+
+
+def template_problem(data: object, keys: list[str]) -> str | None:
+    """What is wrong with a loaded template file's content, or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    unknown = sorted(set(data) - set(keys))
+    missing = [key for key in keys if key not in data]
+    not_text = [key for key in keys if key in data and not isinstance(data[key], str)]
+    if unknown:
+        return f"unknown key {', '.join(map(str, unknown))}"
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not_text:
+        return f"{', '.join(not_text)} not a string"
+    return None

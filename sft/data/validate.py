@@ -7,6 +7,7 @@ to do about it.
 """
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,33 @@ FIELDS = ("instruction", "input", "output")
 ALPACA_MAP: dict[str, str] = {name: name for name in FIELDS}
 # Required fields and what the record is missing without them; `input` is optional.
 REQUIRED = {"instruction": "the task", "output": "the expected response"}
+# How many over-long records a length problem lists by name; the summary line counts them all.
+LENGTH_EXAMPLES = 5
+# JSON escapes such as "\ud800" decode to lone UTF-16 surrogates, which no UTF-8 writer or
+# tokenizer accepts; a correctly paired escape has already become one character when parsed.
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class RepeatedKeys(dict):
+    """A parsed JSON object that named some key more than once; `repeated` counts each such key."""
+
+    repeated: dict[str, int]
+
+
+def json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` for json.loads: a plain dict, or a RepeatedKeys that remembers keys given twice.
+
+    json.loads alone keeps the last value of a repeated key and drops the others without a word.
+    """
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    repeated = RepeatedKeys(value)
+    counts: dict[str, int] = {}
+    for key, _ in pairs:
+        counts[key] = counts.get(key, 0) + 1
+    repeated.repeated = {key: count for key, count in counts.items() if count > 1}
+    return repeated
 
 
 def collect_problems(
@@ -24,11 +52,15 @@ def collect_problems(
     max_length: int | None = None,
     template: Any = None,
     lines: Sequence[int] | None = None,
+    length_option: str = "--max-length",
 ) -> list[str]:
     """Every problem in `raw` records read from `source`, one message each; `field_map` names the
     fields (target -> field in the file), Alpaca names by default.
 
-    `lines` gives the line each record starts on, so messages can point into the file.
+    `lines` gives the line each record starts on, so messages can point into the file. Records
+    longer than `max_length` are summed up in one line after the other problems (with the first few
+    named), since a limit that is too small would otherwise flag most of a data set;
+    `length_option` is how that line names the limit (`max_length` in a recipe).
     """
     top = top_level_problem(raw, source)
     if top:
@@ -45,10 +77,10 @@ def collect_problems(
             valid[index] = to_alpaca(record, mapping)
     for index, text in duplicate_problems(valid):
         problems.setdefault(index, []).append(f"{where(index)}: {text}")
+    found = [text for index in sorted(problems) for text in problems[index]]
     if tokenizer is not None and max_length is not None:
-        for index, text in length_problems(valid, tokenizer, max_length, template):
-            problems.setdefault(index, []).append(f"{where(index)}: {text}")
-    return [text for index in sorted(problems) for text in problems[index]]
+        found += length_problems(valid, tokenizer, max_length, template, where, length_option)
+    return found
 
 
 class RecordLocator:
@@ -88,7 +120,10 @@ def record_problems(record: Any, mapping: Mapping[str, str]) -> list[str]:
             f"is {json_type(record)}, not an object; each record must be an object like "
             '{"instruction": "...", "input": "...", "output": "..."}'
         ]
-    found = []
+    found = [
+        f"key {shown(key)} appears {count} times; JSON keeps only the last value, so keep one and remove the others"
+        for key, count in getattr(record, "repeated", {}).items()
+    ]
     for target in FIELDS:
         name = field_label(target, mapping)
         key = mapping.get(target, target)
@@ -101,9 +136,56 @@ def record_problems(record: Any, mapping: Mapping[str, str]) -> list[str]:
             continue  # a null input means "no input", as exported by many dataset tools
         if not isinstance(value, str):
             found.append(f"field {name} is {json_type(value)}, not a string; write it as text in quotes")
+        elif SURROGATE.search(value):
+            found.append(surrogate_problem(f"field {name}", value))
         elif target in REQUIRED and not value.strip():
             found.append(f"field {name} is empty; give the record {REQUIRED[target]} or remove it")
+    # Other fields are kept and written out with the record, so they must be valid text too.
+    mapped = {mapping.get(target, target) for target in FIELDS}
+    for key, value in record.items():
+        if key in mapped:
+            continue
+        if SURROGATE.search(key):
+            found.append(surrogate_problem(f"the field name {shown(key)}", key))
+        elif (bad := broken_string(value)) is not None:
+            found.append(surrogate_problem(f"field {shown(key)}", bad, nested=not isinstance(value, str)))
     return found
+
+
+def broken_string(value: Any) -> str | None:
+    """A string (or object key) inside `value` that holds a lone surrogate, if any.
+
+    Walked with a list rather than recursion: parsed JSON can be nested nearly as deep as Python's
+    recursion limit allows.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if SURROGATE.search(item):
+                return item
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+    return None
+
+
+def surrogate_problem(subject: str, text: str, nested: bool = False) -> str:
+    """Names the escape as the user wrote it: the lone surrogate itself cannot even be printed."""
+    match = SURROGATE.search(text)
+    escape = f"\\u{ord(match.group()):04x}" if match else ""
+    where = "in a nested value" if nested else f"at character {match.start() if match else 0}"
+    return (
+        f"{subject} holds an unpaired surrogate escape {escape} {where}; fix the escape "
+        "(a surrogate must be followed by its pair, as in \\ud83d\\ude00) or remove it"
+    )
+
+
+def shown(key: str) -> str:
+    """A key quoted for a message, with any lone surrogate written as its escape so the line can be printed."""
+    return "'" + key.encode("utf-8", "backslashreplace").decode("utf-8") + "'"
 
 
 def duplicate_problems(valid: dict[int, dict[str, Any]]) -> list[tuple[int, str]]:
@@ -120,23 +202,32 @@ def duplicate_problems(valid: dict[int, dict[str, Any]]) -> list[tuple[int, str]
 
 
 def length_problems(
-    valid: dict[int, dict[str, Any]], tokenizer: Any, max_length: int, template: Any = None
-) -> list[tuple[int, str]]:
-    """Records that training would truncate, cutting off the response and its EOS."""
+    valid: dict[int, dict[str, Any]],
+    tokenizer: Any,
+    max_length: int,
+    template: Any = None,
+    where: Any = None,
+    option: str = "--max-length",
+) -> list[str]:
+    """Records that training would truncate, cutting off the response and its EOS: one summary line, then
+    the first few of them by name (`where` formats a record's place, as RecordLocator does)."""
     from sft.data.template import PromptTemplate
     from sft.data.tokenize import record_token_lengths
 
+    where = where or RecordLocator("data", None)
     indices = list(valid)
     lengths = record_token_lengths([valid[i] for i in indices], tokenizer, template or PromptTemplate())
-    return [
-        (
-            index,
-            f"is {length} tokens long (prompt + response + EOS), more than --max-length {max_length}; "
-            "shorten its fields, remove it, or raise --max-length",
-        )
-        for index, length in zip(indices, lengths)
-        if length > max_length
+    over = [(index, length) for index, length in zip(indices, lengths) if length > max_length]
+    if not over:
+        return []
+    summary = (
+        f"{where.source}: {len(over)} of {len(indices)} records are longer than {option} {max_length} tokens "
+        f"(longest: {max(length for _, length in over)}); raise it or shorten them"
+    )
+    examples = [
+        f"{where(index)}: is {length} tokens long (prompt + response + EOS)" for index, length in over[:LENGTH_EXAMPLES]
     ]
+    return [summary, *examples]
 
 
 def to_alpaca(record: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:

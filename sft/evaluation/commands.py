@@ -40,7 +40,7 @@ def make_eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sft eval",
         description="Generate responses for a data split and score them (ROUGE-L, BLEU, exact match); "
-        "writes responses.json, metrics.json and report.md.",
+        "writes responses.json, eval_metrics.json and report.md.",
     )
     parser.add_argument("--model", required=True, help=MODEL_HELP)
     add_data_options(parser)
@@ -60,7 +60,7 @@ def eval_command(argv: list[str]) -> int:
     ).metrics
     print(format_scores(metrics))
     print(f"{metrics['seconds']:.1f} s, {metrics['responses_per_second'] or 0:.2f} responses/s")
-    print(f"results in {output_dir}/ (responses.json, metrics.json, report.md)")
+    print(f"results in {output_dir}/ (responses.json, eval_metrics.json, report.md)")
     return 0
 
 
@@ -78,8 +78,11 @@ def make_score_parser() -> argparse.ArgumentParser:
 def score_command(argv: list[str]) -> int:
     from sft.evaluation.report import format_scores
     from sft.evaluation.score import score_file
+    from sft.paths import check_file_output
 
     args = make_score_parser().parse_args(argv)
+    if args.output:
+        check_file_output(args.output)
     scores = score_file(args.file, args.output)
     print(format_scores(scores))
     if args.output:

@@ -80,6 +80,7 @@ def compare_models(
     Both get the prompt template saved with the fine-tuned model (the default Alpaca one where it
     saved none), so the two see identical prompts.
     """
+    from sft.data.load import display_source
     from sft.data.template import PromptTemplate
     from sft.evaluation.evaluate import evaluate_model
     from sft.evaluation.report import compare_report
@@ -97,7 +98,7 @@ def compare_models(
         "base": headline(base.metrics),
         "model": headline(tuned.metrics),
         "change": {f.key: tuned.metrics[f.key] - base.metrics[f.key] for f in FIGURES},
-        "data": data,
+        "data": display_source(data) if data else data,
         "split": split,
         "n": len(records),
         **rank_changes(changes),

@@ -1,5 +1,5 @@
 """Evaluating a model: generate a response for every record, score them, and write responses.json,
-metrics.json and report.md."""
+eval_metrics.json and report.md."""
 
 import re
 import time
@@ -16,7 +16,7 @@ from sft.paths import EVAL_METRICS_FILE, REPORT_FILE, RESPONSES_FILE
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, Any]  # as written to metrics.json, per-record scores included
+    metrics: dict[str, Any]  # as written to eval_metrics.json, per-record scores included
     responses: list[dict[str, Any]]  # the records with their `model_response`, as in responses.json
 
 
@@ -62,6 +62,7 @@ def evaluate_model(
     labels the results); otherwise `model_name` is loaded through `sft.models`. The template is
     the one saved with the model unless `template` is given.
     """
+    from sft.data.load import display_source
     from sft.evaluation.metrics import score_responses
     from sft.evaluation.report import eval_report
     from sft.inference.generate import generate_responses, load_for_inference
@@ -84,7 +85,7 @@ def evaluate_model(
     n = len(results)
     metrics = {
         "model": model_name,
-        "data": data,
+        "data": display_source(data) if data else data,
         "split": split,
         "n": n,
         "rouge_l": scores["rouge_l"],

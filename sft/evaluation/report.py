@@ -90,12 +90,13 @@ def eval_report(metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any
         sections += ["## By task kind", markdown_table(("kind", "n", *(f.label for f in shown)), kind_rows)]
     per_record = sorted(metrics.get("per_record", []), key=lambda r: (r["rouge_l"], r["index"]))
     n_worst, n_best = split_examples(len(per_record))
-    header = ("#", "ROUGE-L", "instruction", "input", "expected", "response")
+    # Records are numbered from 0, as `sft data check` and every other command number them.
+    header = ("record", "ROUGE-L", "instruction", "input", "expected", "response")
 
     def example_rows(chosen: Sequence[Mapping[str, Any]]) -> list[tuple]:
         return [
             (
-                r["index"] + 1,
+                r["index"],
                 f"{r['rouge_l']:.3f}",
                 cell(responses[r["index"]].get("instruction")),
                 cell(responses[r["index"]].get("input")),
@@ -137,12 +138,12 @@ def compare_report(comparison: Mapping[str, Any]) -> str:
         f"ROUGE-L per record: {counts['improved']} improved, {counts['regressed']} regressed, "
         f"{counts['unchanged']} unchanged."
     )
-    header = ("#", "base", "model", "change", "instruction", "expected", "base response", "model response")
+    header = ("record", "base", "model", "change", "instruction", "expected", "base response", "model response")
 
     def change_rows(chosen: Sequence[Mapping[str, Any]]) -> list[tuple]:
         return [
             (
-                r["index"] + 1,
+                r["index"],
                 f"{r['base_rouge_l']:.3f}",
                 f"{r['model_rouge_l']:.3f}",
                 f"{r['rouge_l_change']:+.3f}",

@@ -44,13 +44,18 @@ def make_download_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="Hub id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct")
     parser.add_argument("--output", required=True, metavar="DIR", help="directory to write the model to")
     parser.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty DIR, replacing only the files of this download (anything else stays)",
+    )
     return parser
 
 
 def download_command(argv: list[str]) -> int:
-    from sft.hub.download import download_model
+    from sft.hub.download import download
 
     args = make_download_parser().parse_args(argv)
-    output = download_model(args.model, args.output, revision=args.revision)
-    print(f"downloaded {args.model} to {output}: {', '.join(sorted(path.name for path in output.iterdir()))}")
+    output, files = download(args.model, args.output, revision=args.revision, overwrite=args.overwrite)
+    print(f"downloaded {args.model} to {output}: {', '.join(files)}")
     return 0

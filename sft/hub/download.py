@@ -5,12 +5,13 @@ there is copied without a connection.
 """
 
 import fnmatch
+import glob
 import shutil
 from pathlib import Path
 
 from sft.errors import SFTError
 from sft.models.load import OFFLINE_DEFAULT, OFFLINE_HINT, TINY_MODELS
-from sft.paths import ADAPTER_CONFIG
+from sft.paths import ADAPTER_CONFIG, check_output_dir, check_writable, staged_output
 
 # Top-level files a causal LM needs: weights, configs, tokenizer, templates, card and licence.
 KEEP = ("*.safetensors", "*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken", "*.yaml", "*.md", "LICENSE*")
@@ -20,10 +21,20 @@ PICKLED_WEIGHTS = ("pytorch_model*.bin", "adapter_model.bin")
 WEIGHTS = ("*.safetensors", *PICKLED_WEIGHTS)
 
 
-def download_model(model: str, output_dir: str | Path, revision: str | None = None) -> Path:
-    """Write `model` into `output_dir` (replaced as a whole, only once every file is in) and return it."""
-    from sft.paths import atomic_directory
+def download_model(model: str, output_dir: str | Path, revision: str | None = None, overwrite: bool = False) -> Path:
+    """Write `model` into `output_dir` and return it; see `download`."""
+    return download(model, output_dir, revision, overwrite)[0]
 
+
+def download(
+    model: str, output_dir: str | Path, revision: str | None = None, overwrite: bool = False
+) -> tuple[Path, list[str]]:
+    """Write `model` into `output_dir`, all its files at once once every one is in, and return the directory
+    and the names written. A non-empty `output_dir` is refused unless `overwrite`, and then only the
+    files of the download are replaced there: nothing else in it is touched."""
+    output = Path(output_dir)
+    check_output_dir(output, overwrite)  # before any download: a file there, or someone's folder
+    check_writable(output)
     if model.lower() in (OFFLINE_DEFAULT, *TINY_MODELS):
         if revision:
             raise SFTError(f"--revision applies to Hub models only, not to {model}")
@@ -33,12 +44,16 @@ def download_model(model: str, output_dir: str | Path, revision: str | None = No
         files = select_files([path.name for path in source.iterdir() if path.is_file()])
     else:
         source, files = fetch_snapshot(model, revision)
-    output = Path(output_dir)
-    with atomic_directory(output) as staging:
+    check_output_dir(output, overwrite, inputs=[source])  # not into the cache it copies from
+    with staged_output(output, owned=[glob.escape(name) for name in files]) as staging:
         for name in files:
             # Copies, not links into the cache, so that editing a file here cannot alter the cache.
-            shutil.copyfile(source / name, staging / name)
-    return output
+            copy_file(source / name, staging / name)
+    return output, files
+
+
+def copy_file(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
 
 
 def select_files(files: list[str]) -> list[str]:

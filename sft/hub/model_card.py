@@ -9,7 +9,7 @@ from sft.data.template import PromptTemplate
 from sft.evaluation.metrics import FIGURES, Figure
 from sft.evaluation.report import markdown_table
 from sft.models.load import OFFLINE_DEFAULT, TINY_MODELS, adapter_base
-from sft.paths import ADAPTER_CONFIG, EVAL_DIR, EVAL_METRICS_FILE, LOSS_PLOT, METRICS_FILE, RECIPE_FILE, TEMPLATE_FILE
+from sft.paths import ADAPTER_CONFIG, EVAL_METRICS_FILE, LOSS_PLOT, METRICS_FILE, RECIPE_FILE, TEMPLATE_FILE
 
 # The offline default is the GGUF release of this model, dequantized; on the Hub it is this repository.
 OFFLINE_DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -148,7 +148,7 @@ def render_model_card(model_dir: str | Path, repo_id: str) -> str:
 def results(model_dir: Path) -> list[str]:
     """Training figures, evaluation scores (from eval/metrics.json, else metrics.json) and the loss plot."""
     metrics = read_optional_json(model_dir / METRICS_FILE)
-    evaluation = read_optional_json(model_dir / EVAL_DIR / EVAL_METRICS_FILE) or metrics
+    evaluation = read_optional_json(model_dir / EVAL_METRICS_FILE) or metrics
     training, scores = figures(metrics, TRAINING_FIGURES), figures(evaluation, FIGURES)
     plot = (model_dir / LOSS_PLOT).is_file()
     if not (training or scores or plot):

@@ -18,12 +18,16 @@ from sft.hub.access import hub_unreachable
 from sft.hub.model_card import hub_base_id, render_model_card
 from sft.paths import (
     ADAPTER_CONFIG,
+    EVAL_METRICS_FILE,
     HUB_STAGING_DIR,
     LOSS_PLOT,
     METRICS_FILE,
     RECIPE_FILE,
     TEMPLATE_FILE,
     TOKENIZER_FILES,
+    check_complete,
+    os_errors,
+    staged_output,
 )
 from sft.secrets import redact
 
@@ -39,8 +43,11 @@ UPLOAD_PATTERNS = (
     TEMPLATE_FILE,
     RECIPE_FILE,
     METRICS_FILE,
+    EVAL_METRICS_FILE,
     LOSS_PLOT,
 )
+# What a dry run stages into HUB_STAGING_DIR, and so may replace there.
+STAGED_FILES = (*UPLOAD_PATTERNS, "README.md")
 # Never published even where a pattern above matches: pickles can run code when loaded.
 NEVER_UPLOAD = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "optimizer*", "scheduler*", "rng_state*")
 LOGIN_HINT = "set HF_TOKEN to a write token from https://huggingface.co/settings/tokens or run `hf auth login`"
@@ -63,17 +70,21 @@ def push_to_hub(
     if dry_run:
         check_repo_id(repo_id)
         staging = source / HUB_STAGING_DIR
-        from sft.paths import atomic_directory
-
-        with atomic_directory(staging) as folder:
+        if staging.exists() and not staging.is_dir():
+            raise SFTError(f"{staging} is a file, where a dry run stages the upload; move or rename it")
+        # A second dry run replaces the files it staged before (and drops the ones no longer uploaded);
+        # anything else the user put there stays.
+        with staged_output(staging, owned=STAGED_FILES) as folder:
             stage(source, files, folder, repo_id, token or get_token())
+            staged = listing(folder)
         print(f"dry run: nothing uploaded; the upload to {repo_id} would be {staging}:")
-        print("\n".join(f"  {path}" for path in listing(staging)))
+        print("\n".join(f"  {path}" for path in staged))
         return staging
     token = check_push_ready(repo_id, token)
     # Staged inside the output directory so that weights are hard-linked, not copied.
     with tempfile.TemporaryDirectory(dir=source, prefix=f".{HUB_STAGING_DIR}-") as folder:
-        stage(source, files, Path(folder), repo_id, token)
+        with os_errors(source):
+            stage(source, files, Path(folder), repo_id, token)
         print(f"uploading to {repo_id}:")
         print("\n".join(f"  {path}" for path in listing(Path(folder))))
         url = upload(Path(folder), repo_id, private, commit_message, token)
@@ -111,6 +122,7 @@ def upload_files(source: Path) -> list[Path]:
     """The files of `source` to publish; an error where it holds no safetensors model or adapter."""
     if not source.is_dir():
         raise SFTError(f"{source} is not a directory; pass a training output directory")
+    check_complete(source)
     files = sorted(
         path
         for path in source.iterdir()

@@ -11,6 +11,11 @@ def make_merge_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("adapter_dir", metavar="ADAPTER_DIR", help="directory holding adapter_config.json")
     parser.add_argument("--output", required=True, metavar="DIR", help="directory for the merged model")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty DIR, replacing only the merged model's files (anything else stays)",
+    )
     return parser
 
 
@@ -18,6 +23,6 @@ def merge_command(argv: list[str]) -> int:
     from sft.models.merge import merge_adapter
 
     args = make_merge_parser().parse_args(argv)
-    output = merge_adapter(args.adapter_dir, args.output)
+    output = merge_adapter(args.adapter_dir, args.output, overwrite=args.overwrite)
     print(f"merged {args.adapter_dir} into {output}")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sft.errors import SFTError
-from sft.paths import ADAPTER_CONFIG, cache_dir
+from sft.paths import ADAPTER_CONFIG, MODEL_CONFIG, cache_dir, check_complete
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,32 @@ def is_adapter_dir(path: str | Path) -> bool:
 
 def adapter_base(path: str | Path) -> str:
     """The base model an adapter directory was trained on, from its adapter config."""
-    config = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise SFTError(f"{Path(path) / ADAPTER_CONFIG} names no base_model_name_or_path; cannot load the adapter")
+    file = Path(path) / ADAPTER_CONFIG
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise SFTError(f"{file} is not valid JSON ({error}); restore it from the training run") from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not base or not isinstance(base, str):
+        raise SFTError(f"{file} names no base_model_name_or_path; cannot load the adapter")
     return base
+
+
+def resolve_adapter_base(path: str | Path) -> str:
+    """`resolve_model` of the adapter's base, which names a local base that has moved as such, not as a
+    Hub id or a missing model argument."""
+    base = adapter_base(path)
+    if looks_local(base) and not Path(base).expanduser().is_dir():
+        raise SFTError(
+            f"the adapter's base model {base} (base_model_name_or_path in {Path(path) / ADAPTER_CONFIG}) does not "
+            "exist; restore the base model there, or edit base_model_name_or_path to its new path or Hub id"
+        )
+    return resolve_model(base)
+
+
+def looks_local(name: str) -> bool:
+    """A path rather than a Hub id (owner/name) or one of sft's model names."""
+    return name.startswith((".", "/", "~")) or Path(name).is_absolute() or name.count("/") > 1
 
 
 def resolve_model(name: str) -> str:
@@ -43,6 +64,7 @@ def resolve_model(name: str) -> str:
         return str(offline_default_dir())
     path = Path(name).expanduser()
     if path.is_dir():
+        check_model_dir(path)
         return str(path)
     if path.suffix in {".gguf", ".safetensors", ".bin"} or name.startswith((".", "/", "~")):
         raise SFTError(f"model path {name} does not exist or is not a directory; {OFFLINE_HINT}")
@@ -52,6 +74,17 @@ def resolve_model(name: str) -> str:
         return str(tiny_model_dir(name.lower()))
     ensure_hub_reachable(name)
     return name
+
+
+def check_model_dir(path: Path) -> None:
+    """A local model argument must hold a complete model or adapter: an empty or unrelated folder is not
+    passed on to be read as a Hub id."""
+    check_complete(path)
+    if not (path / MODEL_CONFIG).is_file() and not (path / ADAPTER_CONFIG).is_file():
+        raise SFTError(
+            f"{path} holds no model: no {MODEL_CONFIG} (a full model) or {ADAPTER_CONFIG} (an adapter); pass the "
+            "output directory of `sft train`, `sft merge` or `sft download`"
+        )
 
 
 def ensure_hub_reachable(repo_id: str) -> None:
@@ -80,8 +113,15 @@ def offline_default_dir() -> Path:
 
     with FileLock(str(cache_dir() / f"{OFFLINE_DEFAULT}.lock")):
         if not (target / "model.safetensors").is_file():
+            check_cache_entry_absent(target)
             convert_gguf(gguf_package_dir(), GGUF_FILE, target)
     return target
+
+
+def check_cache_entry_absent(target: Path) -> None:
+    """sft builds a cached model only into a new folder; one there without a model is not its own to remove."""
+    if target.exists():
+        raise SFTError(f"{target} in sft's model cache holds no complete model; delete it, and sft rebuilds it")
 
 
 def gguf_package_dir() -> Path:
@@ -116,17 +156,72 @@ def hub_error(name: str, error: Exception) -> SFTError:
     return SFTError(f"cannot load '{name}' from the Hugging Face Hub ({type(error).__name__}); {OFFLINE_HINT}")
 
 
+def load_error(name: str, sources: list[str], error: Exception, what: str) -> SFTError | None:
+    """One line for a failed load: a damaged weights file by name, a local folder that does not load, or
+    the Hub; None where the error is none of these (a bug, to be seen whole)."""
+    local = [Path(source) for source in sources if Path(source).is_dir()]
+    for directory in local:
+        for path, why in damaged_weights(directory):
+            return SFTError(
+                f"{path} is damaged or truncated ({why}); download the model again or re-run the training that wrote it"
+            )
+    if not isinstance(error, (OSError, ValueError)):
+        return None
+    remote = [source for source in sources if not Path(source).is_dir()]
+    if remote:  # a ValueError of a Hub tokenizer is a file the Hub served; of a Hub model, possibly a bug
+        return hub_error(remote[0], error) if isinstance(error, OSError) or what == "tokenizer" else None
+    message = " ".join(str(error).split()) or type(error).__name__
+    return SFTError(f"cannot load the {what} in {' and '.join(map(str, local))}: {message[:300]}")
+
+
+def damaged_weights(directory: Path) -> list[tuple[Path, str]]:
+    """The safetensors files of `directory` that are not whole, each with why."""
+    found = []
+    for path in sorted(directory.glob("*.safetensors")):
+        why = safetensors_problem(path)
+        if why:
+            found.append((path, why))
+    return found
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file, or None: its header says where the last tensor's bytes
+    end, and a whole file ends exactly there. Reads the header only."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return f"{size} bytes, too short for a safetensors header"
+            length = int.from_bytes(prefix, "little")
+            if length > size - 8:
+                return f"{size} bytes, shorter than its header"
+            header = json.loads(handle.read(length))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except OSError:
+        return None  # unreadable, not damaged: the load error says why
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "its header is not valid safetensors"
+    expected = 8 + length + max(ends, default=0)
+    if expected != size:
+        return f"{size:,} bytes where its header describes {expected:,}"
+    return None
+
+
 def load_tokenizer(name: str, padding_side: str = "right") -> Any:
     """The model's tokenizer with a pad token (the EOS token where the model has none)."""
     from transformers import AutoTokenizer
 
     source = resolve_model(name)
     if is_adapter_dir(source) and not (Path(source) / "tokenizer_config.json").is_file():
-        source = resolve_model(adapter_base(source))
+        source = resolve_adapter_base(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise hub_error(name, error) from None
+    except Exception as error:
+        problem = load_error(name, [source], error, "tokenizer")
+        if problem is None:
+            raise
+        raise problem from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
@@ -160,13 +255,20 @@ def load_model(name: str, dtype: Any = None, **kwargs: Any) -> Any:
 
     quiet_libraries()
     source = resolve_model(name)
+    sources = [source]
     dtype = dtype or default_dtype()
     try:
         if is_adapter_dir(source):
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(resolve_model(adapter_base(source)), dtype=dtype, **kwargs)
+            sources.append(resolve_adapter_base(source))
+            base = AutoModelForCausalLM.from_pretrained(sources[-1], dtype=dtype, **kwargs)
             return PeftModel.from_pretrained(base, source)
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-    except OSError as error:
-        raise hub_error(name, error) from None
+    except SFTError:
+        raise
+    except Exception as error:
+        problem = load_error(name, sources, error, "model")
+        if problem is None:
+            raise
+        raise problem from None

@@ -103,6 +103,9 @@ def tiny_model_dir(name: str) -> Path:
 
         with FileLock(str(cache_dir() / f"{name}.lock")):
             if not (target / "config.json").is_file():
+                from sft.models.load import check_cache_entry_absent
+
+                check_cache_entry_absent(target)
                 with atomic_directory(target) as staging:
                     save_tiny_model(staging, style)
     return target

@@ -8,16 +8,19 @@ overrides it. Unknown keys are errors that name the key.
 
 import argparse
 import logging
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from trl import ModelConfig, SFTConfig, TrlParser
 
 from sft.data.split import DataArguments
-from sft.errors import SFTError
+from sft.errors import DataError, SFTError
 from sft.models.load import OFFLINE_DEFAULT
 from sft.secrets import GIVEN, is_secret_name
 
@@ -64,6 +67,14 @@ class ModelArguments(ModelConfig):
             raise SFTError(
                 f"freeze_parameters applies to method full; method {self.method} already trains only its adapters"
             )
+        for pattern in self.freeze_parameters or []:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise SFTError(
+                    f"freeze_parameters: {pattern!r} is not a valid regular expression ({error}); "
+                    "write it as Python's re module reads it, e.g. 'embed_tokens' or 'layers\\.[0-3]\\.'"
+                ) from None
 
     @property
     def trains_adapter(self) -> bool:
@@ -80,6 +91,13 @@ class TrainingConfig(SFTConfig):
         metadata={
             "help": "Train into an output_dir that holds an earlier run: its model, adapter and checkpoints "
             "are removed first. Without it such a directory is refused."
+        },
+    )
+    force_resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume from a checkpoint even where its recipe or training data differ from this run's, or "
+            "where it lacks the optimizer and scheduler state; the result then differs from an uninterrupted run."
         },
     )
     # TRL turns checkpointing on; it costs ~20% speed and a CPU rarely needs the memory.
@@ -158,8 +176,15 @@ class Recipe:
     notes: list[str] = field(default_factory=list)  # fix-ups worth telling the user, logged at the start
 
 
+class RecipeParser(TrlParser):
+    """TRL's parser, with a bad option value as one line instead of argparse's usage text and exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise SFTError(f"{message}; see `sft train --help`")
+
+
 def make_parser() -> TrlParser:
-    return TrlParser(
+    return RecipeParser(
         CONFIG_TYPES,
         prog="sft train",
         usage="sft train RECIPE.yaml [--key value ...]\n"
@@ -180,6 +205,8 @@ def normalise_argv(argv: list[str]) -> list[str]:
 def parse_recipe(argv: list[str] | None = None) -> Recipe:
     """Recipe plus command-line overrides, resolved; unknown keys raise an error that names them."""
     argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    if "--config" in argv[:-1]:
+        check_recipe_file(argv[argv.index("--config") + 1])
     parser = make_parser()
     try:
         data_args, model_args, training_args = parser.parse_args_and_config(argv)
@@ -188,6 +215,33 @@ def parse_recipe(argv: list[str] | None = None) -> Recipe:
     except FileNotFoundError as error:
         raise SFTError(f"recipe not found: {error.filename}") from None
     return resolve(data_args, model_args, training_args)
+
+
+def check_recipe_file(path: str) -> None:
+    """The recipe file exists, is UTF-8 and holds a YAML mapping; TRL's parser would raise a traceback."""
+    import yaml
+
+    recipe = Path(path)
+    if recipe.is_dir():
+        raise SFTError(f"recipe {path} is a directory; pass a YAML file such as recipes/tiny.yaml")
+    if not recipe.is_file():
+        raise SFTError(f"recipe not found: {path}")
+    data = recipe.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SFTError(
+            f"recipe {path}: byte {error.start} (0x{data[error.start]:02x}) is not valid UTF-8; save the file as UTF-8"
+        ) from None
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise SFTError(f"recipe {path}{where}: {problem}; fix the YAML there") from None
+    if not isinstance(content, dict):
+        raise SFTError(f"recipe {path} must hold `key: value` lines (a YAML mapping), not {type(content).__name__}")
 
 
 def describe_parse_error(error: ValueError) -> str:
@@ -199,7 +253,10 @@ def describe_parse_error(error: ValueError) -> str:
 
 
 def resolve(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingConfig) -> Recipe:
-    """The fix-ups that depend on more than one field, made once, in order."""
+    """The fix-ups that depend on more than one field, made once, in order, after every value is checked."""
+    problems = recipe_problems(model_args, training_args)
+    if problems:
+        raise DataError(problems)
     recipe = Recipe(
         data=data_args,
         model=model_args,
@@ -227,6 +284,49 @@ def resolve(data_args: DataArguments, model_args: ModelArguments, training_args:
     return recipe
 
 
+def recipe_problems(model_args: ModelArguments, training_args: TrainingConfig) -> list[str]:
+    """Values that would train nothing, or fail only after the model has loaded; one line each, naming the key.
+
+    TRL and Transformers accept most of these and save the untrained base as the result, or fail with a
+    traceback minutes later."""
+    problems = []
+
+    def positive(name: str, value: Any, whole: bool = True) -> None:
+        valid = isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+        if not valid or (whole and value != int(value)):
+            kind = "a whole number of at least 1" if whole else "a number above 0"
+            problems.append(f"{name} must be {kind}, got {value}")
+
+    if model_args.method not in METHODS:
+        problems.append(f"method {model_args.method!r} is not one of {', '.join(METHODS)}")
+    args = training_args
+    if args.max_steps == 0 or args.max_steps < -1:
+        problems.append(f"max_steps must be -1 (train num_train_epochs) or at least 1, got {args.max_steps}")
+    if args.max_steps < 1 and not (math.isfinite(args.num_train_epochs) and args.num_train_epochs > 0):
+        problems.append(f"num_train_epochs must be above 0, got {args.num_train_epochs}")
+    positive("learning_rate", args.learning_rate, whole=False)
+    positive("per_device_train_batch_size", args.per_device_train_batch_size)
+    positive("per_device_eval_batch_size", args.per_device_eval_batch_size)
+    positive("gradient_accumulation_steps", args.gradient_accumulation_steps)
+    positive("logging_steps", args.logging_steps, whole=False)
+    if args.max_length is not None:
+        positive("max_length", args.max_length)
+    if not 0 <= args.weight_decay < math.inf:
+        problems.append(f"weight_decay must be 0 or more, got {args.weight_decay}")
+    if args.warmup_steps < 0:
+        problems.append(f"warmup_steps must be 0 or more, got {args.warmup_steps}")
+    if str(getattr(args.save_strategy, "value", args.save_strategy)) == "steps":
+        positive("save_steps", args.save_steps, whole=False)
+    if model_args.method in ("lora", "qlora"):
+        positive("lora_r", model_args.lora_r)
+        positive("lora_alpha", model_args.lora_alpha, whole=False)
+        if not 0 <= model_args.lora_dropout < 1:
+            problems.append(f"lora_dropout must be at least 0 and below 1, got {model_args.lora_dropout}")
+    if model_args.method == "prompt_tuning":
+        positive("num_virtual_tokens", model_args.num_virtual_tokens)
+    return problems
+
+
 def resume_target(value: Any) -> bool | str | None:
     """`resume_from_checkpoint: true` means the newest checkpoint in output_dir."""
     if isinstance(value, str) and value.lower() in TRUE_STRINGS:
@@ -239,6 +339,8 @@ def resume_target(value: Any) -> bool | str | None:
 def recipe_dict(*configs: Any) -> dict[str, Any]:
     """The merged recipe: the key fields plus every field that differs from its default, for `sft_config.yaml`.
     A secret (a key whose name says token or key) is recorded as given, never by its value."""
+    from sft.data.load import display_source
+
     merged: dict[str, Any] = {}
     for config in configs:
         defaults = type(config)()
@@ -247,6 +349,9 @@ def recipe_dict(*configs: Any) -> dict[str, Any]:
             if name.startswith("_") or (name not in ALWAYS_SHOWN and getattr(defaults, name, object()) == value):
                 continue
             merged[name] = GIVEN if is_secret_name(name) and value else plain(value)
+    # A data URL may carry credentials (user:password@, a signed query string): only scheme, host and path.
+    if isinstance(merged.get("dataset_name"), str):
+        merged["dataset_name"] = display_source(merged["dataset_name"])
     return merged
 
 

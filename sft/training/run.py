@@ -1,7 +1,8 @@
-"""One training run, read top to bottom: checks, logging and seed, data, tokenizer, model, trainer,
+"""One training run, read top to bottom: checks, lock, logging and seed, data, tokenizer, model, trainer,
 train, save, push. Every setting arrives resolved in a `Recipe`; nothing here changes it."""
 
 import logging
+from contextlib import ExitStack
 from typing import Any
 
 from sft.training.config import Recipe
@@ -18,13 +19,23 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from sft.data.template import PromptTemplate
     from sft.data.tokenize import tokenize_dataset
     from sft.models.load import load_model, load_tokenizer, resolve_model
+    from sft.paths import check_writable
     from sft.training.allocator import keep_freed_memory
+    from sft.training.checkpoints import SaveFingerprint, check_same_run, fingerprint, resume_checkpoint
     from sft.training.loss import LeanLossSFTTrainer
     from sft.training.methods import build_peft_config, freeze_parameters, quantization_config
-    from sft.training.outputs import dump_yaml, prepare_output_dir, save_run_files
+    from sft.training.outputs import (
+        clear_leftover_staging,
+        dump_yaml,
+        final_staging,
+        prepare_output_dir,
+        run_lock,
+        save_run_files,
+    )
     from sft.training.progress import TrainingProgress
 
     data_args, model_args, training_args = recipe.data, recipe.model, recipe.training
+    output_dir = training_args.output_dir
     main_process = training_args.process_index == 0
     configure_logging(main_process)
     keep_freed_memory()
@@ -36,89 +47,112 @@ def train(recipe: Recipe) -> dict[str, Any]:
         from sft.hub.push import check_push_ready
 
         check_push_ready(recipe.push_repo, recipe.hub_token)
-    prepare_output_dir(
-        training_args.output_dir,
-        model_args.trains_adapter,
-        training_args.overwrite_output_dir,
-        recipe.resume,
-        remove=main_process,  # every rank checks; one removes
-    )
-    if main_process:
-        logger.info("Recipe:\n%s", dump_yaml(recipe.saved))
-        for note in recipe.notes:
-            logger.info(note)
-    set_seed(training_args.seed)
-
-    # Data: load, validate, split the seed's way, tokenize with completion-only labels.
-    tokenizer = load_tokenizer(model_args.model_name_or_path)
-    template = PromptTemplate.with_preamble(data_args.prompt_preamble)
-    splits = load_splits(data_args, tokenizer, template, recipe.max_record_length)
-    train_set = tokenize_dataset(datasets.Dataset.from_list(splits["train"]), tokenizer, template)
-    eval_set = None
-    if splits["validation"] and training_args.eval_strategy != "no":
-        eval_set = tokenize_dataset(datasets.Dataset.from_list(splits["validation"]), tokenizer, template)
-
-    # Model: full weights, or a frozen base with LoRA / prompt tuning adapters added by the trainer.
-    model_kwargs: dict[str, Any] = {}
-    if quantization is not None:
-        model_kwargs["quantization_config"] = quantization
-    if model_args.attn_implementation:
-        model_kwargs["attn_implementation"] = model_args.attn_implementation
-    model = load_model(model_args.model_name_or_path, dtype=model_dtype(model_args.dtype), **model_kwargs)
-    peft_config = build_peft_config(model_args, model_source)
-    if model_args.freeze_parameters:
-        frozen = freeze_parameters(model, model_args.freeze_parameters)
-        logger.info(
-            "Keeping %d weights fixed: %s", len(frozen), ", ".join(frozen[:4]) + (" ..." if len(frozen) > 4 else "")
+    check_writable(output_dir)
+    with ExitStack() as held:
+        if main_process:  # one lock per run; the other processes of the run write only through the Trainer
+            held.enter_context(run_lock(output_dir))
+            clear_leftover_staging(output_dir)
+        prepare_output_dir(
+            output_dir,
+            model_args.trains_adapter,
+            training_args.overwrite_output_dir,
+            recipe.resume,
+            remove=main_process,  # every rank checks; one removes
         )
+        if main_process:
+            logger.info("Recipe:\n%s", dump_yaml(recipe.saved))
+            for note in recipe.notes:
+                logger.info(note)
+        set_seed(training_args.seed)
 
-    trainer = LeanLossSFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[TrainingProgress()],
-    )
-    trainer.remove_callback(PrinterCallback)  # raw log dicts; the bar and metrics.json carry them
-    if main_process and peft_config is not None:
-        trainer.model.print_trainable_parameters()
+        # Data: load, validate, split as the recipe says, tokenize with completion-only labels.
+        tokenizer = load_tokenizer(model_args.model_name_or_path)
+        template = PromptTemplate.with_preamble(data_args.prompt_preamble)
+        splits = load_splits(data_args, tokenizer, template, recipe.max_record_length)
+        run_fingerprint = fingerprint(recipe.saved, splits["train"], template)
+        resume_from = None
+        if recipe.resume:
+            resume_from = resume_checkpoint(output_dir, recipe.resume, training_args.force_resume)
+            check_same_run(resume_from, run_fingerprint, training_args.force_resume)
+        train_set = tokenize_dataset(datasets.Dataset.from_list(splits["train"]), tokenizer, template)
+        eval_set = None
+        if splits["validation"] and training_args.eval_strategy != "no":
+            eval_set = tokenize_dataset(datasets.Dataset.from_list(splits["validation"]), tokenizer, template)
 
-    result = trainer.train(resume_from_checkpoint=recipe.resume)
-    metrics = dict(result.metrics)
-    if eval_set is not None:
-        metrics.update(trainer.evaluate())
-    metrics.update(
-        train_records=len(splits["train"]),
-        validation_records=len(splits["validation"]),
-        tokens_seen=trainer.state.num_input_tokens_seen,
-        train_tokens_per_second=round(
-            trainer.state.num_input_tokens_seen / max(metrics.get("train_runtime", 0.0), 1e-9), 1
-        ),
-    )
-    if training_args.world_size > 1:
-        # Every rank reports the loss it agreed on, so multi-process runs can be checked.
-        print(
-            f"rank {training_args.process_index}/{training_args.world_size}: train_loss={metrics['train_loss']:.6f}",
-            flush=True,
-        )
-
-    # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot.
-    trainer.save_model(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        save_run_files(trainer, tokenizer, template, metrics, recipe.saved, training_args.output_dir)
-        if recipe.push_repo is not None:
-            from sft.hub.push import push_to_hub
-
-            push_to_hub(
-                training_args.output_dir,
-                recipe.push_repo,
-                private=bool(training_args.hub_private_repo),
-                token=recipe.hub_token,
+        # Model: full weights, or a frozen base with LoRA / prompt tuning adapters added by the trainer.
+        model_kwargs: dict[str, Any] = {}
+        if quantization is not None:
+            model_kwargs["quantization_config"] = quantization
+        if model_args.attn_implementation:
+            model_kwargs["attn_implementation"] = model_args.attn_implementation
+        model = load_model(model_args.model_name_or_path, dtype=model_dtype(model_args.dtype), **model_kwargs)
+        peft_config = build_peft_config(model_args, model_source)
+        if model_args.freeze_parameters:
+            frozen = freeze_parameters(model, model_args.freeze_parameters)
+            logger.info(
+                "Keeping %d weights fixed: %s",
+                len(frozen),
+                ", ".join(frozen[:4]) + (" ..." if len(frozen) > 4 else ""),
             )
-    trainer.accelerator.wait_for_everyone()
+
+        trainer = LeanLossSFTTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[TrainingProgress(), SaveFingerprint(run_fingerprint)],
+        )
+        trainer.remove_callback(PrinterCallback)  # raw log dicts; the bar and metrics.json carry them
+        if main_process and peft_config is not None:
+            trainer.model.print_trainable_parameters()
+        # Room for what the run will write, checked now rather than when the first save fails hours later.
+        check_writable(output_dir, output_bytes(trainer.model, peft_config is None, training_args))
+
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        metrics = dict(result.metrics)
+        if eval_set is not None:
+            metrics.update(trainer.evaluate())
+        metrics.update(
+            train_records=len(splits["train"]),
+            validation_records=len(splits["validation"]),
+            tokens_seen=trainer.state.num_input_tokens_seen,
+            train_tokens_per_second=round(
+                trainer.state.num_input_tokens_seen / max(metrics.get("train_runtime", 0.0), 1e-9), 1
+            ),
+        )
+        if training_args.world_size > 1:
+            # Every rank reports the loss it agreed on, so multi-process runs can be checked.
+            rank = f"rank {training_args.process_index}/{training_args.world_size}"
+            print(f"{rank}: train_loss={metrics['train_loss']:.6f}", flush=True)
+
+        # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot,
+        # all staged first and then moved into place, so a kill leaves the old run or the new one.
+        with final_staging(output_dir, main_process) as staging:
+            trainer.save_model(str(staging))
+            if main_process:
+                save_run_files(trainer, tokenizer, template, metrics, recipe.saved, staging)
+        if main_process:
+            logger.info("Wrote the model, tokenizer, recipe, metrics and loss plot to %s", output_dir)
+            if recipe.push_repo is not None:
+                from sft.hub.push import push_to_hub
+
+                push_to_hub(
+                    output_dir, recipe.push_repo, private=bool(training_args.hub_private_repo), token=recipe.hub_token
+                )
+        trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def output_bytes(model: Any, full: bool, training_args: Any) -> int:
+    """About what the run writes: the saved weights (all of them, or the adapter's), and where checkpoints
+    are kept, one more copy with AdamW's two fp32 states per trained weight."""
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    saved = sum(p.numel() * p.element_size() for p in model.parameters()) if full else trained * 4
+    if str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) == "no":
+        return saved
+    return 2 * saved + 8 * trained
 
 
 def model_dtype(dtype: str | None) -> Any:

@@ -12,6 +12,7 @@ DEMO_RECIPE = REPO / "recipes" / "smollm2-135m-lora.yaml"
 
 
 def run_demo(output_dir: Path, recipe_path: str, train_records: int, eval_records: int, max_new_tokens: int) -> None:
+    from sft.data.load import display_source
     from sft.data.split import load_splits
     from sft.evaluation.compare import compare_models
     from sft.evaluation.report import results_table
@@ -36,7 +37,8 @@ def run_demo(output_dir: Path, recipe_path: str, train_records: int, eval_record
     )
     base_name = recipe.model.model_name_or_path
     rows = {f"{base_name} (before)": comparison["base"], "fine-tuned (after)": comparison["model"]}
-    print(f"\ntrained in {minutes(seconds)}; {len(held_out)} held-out records of {recipe.data.dataset_name}\n")
+    shown = display_source(recipe.data.dataset_name)
+    print(f"\ntrained in {minutes(seconds)}; {len(held_out)} held-out records of {shown}\n")
     print(results_table(rows))
     print(f"\nmodel (LoRA adapter), metrics.json, loss.png: {model_dir}")
     print(f"side-by-side report: {output_dir / 'compare' / 'report.md'}")

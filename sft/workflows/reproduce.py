@@ -18,7 +18,7 @@ HEADLINE_KEYS = ("rouge_l", "bleu", "exact_match", "ended_at_eos", "n")
 def reproduce(
     data: str, out: Path, recipe_path: Path, overrides: list[str], reference: str | None, skip_base: bool
 ) -> dict[str, Any]:
-    from sft.data.load import save_records
+    from sft.data.load import display_source, save_records
     from sft.data.split import load_splits
     from sft.evaluation.evaluate import evaluate_model
     from sft.evaluation.report import results_table
@@ -36,7 +36,7 @@ def reproduce(
     for name, records in splits.items():
         save_records(out / "data" / f"{name}.json", records)
     print(
-        f"split {data}: {len(splits['train'])} train, {len(splits['validation'])} validation, "
+        f"split {display_source(data)}: {len(splits['train'])} train, {len(splits['validation'])} validation, "
         f"{len(splits['test'])} test ({recipe.data.describe_split()}) -> {out / 'data'}"
     )
 
@@ -60,7 +60,7 @@ def reproduce(
 
     table = results_table(rows)
     summary = {
-        "data": data,
+        "data": display_source(data),
         "recipe": str(recipe_path),
         "overrides": overrides,
         "train_seconds": round(train_seconds, 1),
@@ -70,7 +70,6 @@ def reproduce(
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "results.md", f"{table}\n\nTraining time: {minutes(train_seconds)} (wall clock).\n")
     print(f"\n{table}\n\ntraining time: {minutes(train_seconds)}; test records: {len(splits['test'])}")
-    print(
-        f"wrote {out / EVAL_DIR} (responses.json, metrics.json, report.md, loss.png), {model_dir}, {out / 'results.md'}"
-    )
+    written = f"{out / EVAL_DIR} (responses.json, eval_metrics.json, report.md, loss.png)"
+    print(f"wrote {written}, {model_dir}, {out / 'results.md'}")
     return summary
