@@ -378,39 +378,36 @@ def compare_numbers(rng: random.Random) -> Record:
 # Summarising --------------------------------------------------------------------------------------
 
 
+def pairs(keys: list, values: list, layout: str, separator: str = "\n") -> str:
+    """A listing such as "Ann: 71" per line, the input of the summarising tasks."""
+    return separator.join(layout.format(key, value) for key, value in zip(keys, values))
+
+
 def scores_summary(rng: random.Random) -> Record:
     names = rng.sample(FIRST_NAMES, rng.randint(3, 5))
     scores = rng.sample(range(40, 101), len(names))
     best = names[scores.index(max(scores))]
-    mean = sum(scores) / len(scores)
-    table = "\n".join(f"{name}: {score}" for name, score in zip(names, scores))
-    return record(
-        "Summarise the test scores in one sentence, naming the top scorer and the average.",
-        f"{best} scored highest with {max(scores)}; the average was {mean:.1f}.",
-        table,
-    )
+    summary = f"{best} scored highest with {max(scores)}; the average was {sum(scores) / len(scores):.1f}."
+    task = "Summarise the test scores in one sentence, naming the top scorer and the average."
+    return record(task, summary, pairs(names, scores, "{}: {}"))
 
 
 def shopping_summary(rng: random.Random) -> Record:
     items = rng.sample(PRODUCTS, rng.randint(2, 5))
     cents = [rng.randint(150, 9999) for _ in items]
-    lines = "\n".join(f"{item}: {price / 100:.2f}" for item, price in zip(items, cents))
+    prices = [price / 100 for price in cents]
+    summary = f"{len(items)} items costing {sum(cents) / 100:.2f} in total."  # summed in whole cents
     return record(
-        "Summarise the receipt: how many items, and what is the total?",
-        f"{len(items)} items costing {sum(cents) / 100:.2f} in total.",
-        lines,
+        "Summarise the receipt: how many items, and what is the total?", summary, pairs(items, prices, "{}: {:.2f}")
     )
 
 
 def temperature_summary(rng: random.Random) -> Record:
     days = DAYS[: rng.randint(3, 7)]
     temps = [rng.randint(-5, 35) for _ in days]
-    text = ", ".join(f"{day} {temp}°C" for day, temp in zip(days, temps))
-    return record(
-        "Summarise the temperatures with their range in one sentence.",
-        f"Temperatures ranged from {min(temps)}°C to {max(temps)}°C over {len(days)} days.",
-        text,
-    )
+    summary = f"Temperatures ranged from {min(temps)}°C to {max(temps)}°C over {len(days)} days."
+    task = "Summarise the temperatures with their range in one sentence."
+    return record(task, summary, pairs(days, temps, "{} {}°C", ", "))
 
 
 # Extracting JSON ----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from sft.inference.commands import MODEL_HELP, add_generation_options, generatio
 from sft.inference.settings import GenerationSettings
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser, command: str, default_output: str) -> None:
+    """The options `sft eval` and `sft compare` share: data, split, generation and where results go."""
     parser.add_argument("--data", required=True, help="JSON/JSONL records, URL, Hub data set or sft-synth[:N]")
     parser.add_argument(
         "--split",
@@ -20,6 +21,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="only the first N records of the split")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_generation_options(parser, batched=True)
+    parser.add_argument("--output-dir", help=f"where to write the results (default {default_output})")
+    parser.set_defaults(command=command)
 
 
 def evaluation_inputs(args: argparse.Namespace, *models: str) -> tuple[GenerationSettings, list[dict[str, str]], Path]:
@@ -43,9 +46,7 @@ def make_eval_parser() -> argparse.ArgumentParser:
         "writes responses.json, eval_metrics.json and report.md.",
     )
     parser.add_argument("--model", required=True, help=MODEL_HELP)
-    add_data_options(parser)
-    parser.add_argument("--output-dir", help="where to write the results (default runs/eval-MODEL)")
-    parser.set_defaults(command="eval")
+    add_data_options(parser, "eval", "runs/eval-MODEL")
     return parser
 
 
@@ -98,9 +99,7 @@ def make_compare_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--base", required=True, help="the model before fine-tuning")
     parser.add_argument("--model", required=True, help="the fine-tuned model (full model or LoRA adapter)")
-    add_data_options(parser)
-    parser.add_argument("--output-dir", help="where to write the results (default runs/compare-BASE-vs-MODEL)")
-    parser.set_defaults(command="compare")
+    add_data_options(parser, "compare", "runs/compare-BASE-vs-MODEL")
     return parser
 
 
