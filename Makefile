@@ -33,11 +33,12 @@ lint: install
 	$(VENV)/bin/ruff check sft tests bench
 	$(VENV)/bin/ruff format --check sft tests bench
 
+# out/ is the Makefile's own scratch folder (`make clean` removes it): a second demo replaces the first.
 demo: install
-	$(VENV)/bin/sft demo --output-dir $(OUT)/demo
+	$(VENV)/bin/sft demo --output-dir $(OUT)/demo --overwrite
 
 reproduce: install
-	$(VENV)/bin/sft reproduce --data $(DATA) --output-dir $(OUT) --recipe $(RECIPE)
+	$(VENV)/bin/sft reproduce --data $(DATA) --output-dir $(OUT) --recipe $(RECIPE) $(if $(OVERWRITE),--overwrite)
 
 bench: install
 	$(PY) -m bench.run --full

@@ -125,3 +125,17 @@ def test_demo_holds_out_records_its_training_did_not_see(tmp_path: Path, capsys)
     trained = {tuple(r[k] for k in key) for r in load_splits(settings)["train"]}
     assert len(held_out) == 3 and not trained & held_out
     assert "fine-tuned (after)" in capsys.readouterr().out
+
+
+def test_a_second_reproduce_into_the_same_directory_needs_overwrite(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data.json"
+    numbered_records(data)
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    argv = ["reproduce", "--data", str(data), "--output-dir", str(out), "--recipe", str(REPO / "recipes" / "tiny.yaml")]
+    assert sft_main([*argv, "--skip-base", "--", "--max_steps", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    for _ in range(2):  # the second run replaces the first one's files
+        assert sft_main([*argv, "--skip-base", "--overwrite", "--", "--max_steps", "1"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model" / "model.safetensors").is_file()

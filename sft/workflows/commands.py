@@ -23,14 +23,28 @@ def make_demo_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--eval-records", type=int, default=40, help="held-out records compared (default: 40)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="longest response (default: 96)")
+    add_overwrite_option(parser)
     return parser
 
 
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run again into an output directory that holds an earlier run, replacing the files this command "
+        "writes (anything else there stays); without it a non-empty directory is refused",
+    )
+
+
 def demo_command(argv: list[str]) -> int:
+    from sft.paths import check_output_dir
     from sft.workflows.demo import run_demo
 
     args = make_demo_parser().parse_args(argv)
-    run_demo(Path(args.output_dir), args.recipe, args.train_records, args.eval_records, args.max_new_tokens)
+    check_output_dir(args.output_dir, args.overwrite)
+    run_demo(
+        Path(args.output_dir), args.recipe, args.train_records, args.eval_records, args.max_new_tokens, args.overwrite
+    )
     return 0
 
 
@@ -52,6 +66,7 @@ def make_reproduce_parser() -> argparse.ArgumentParser:
         help=f"responses file to score alongside (default: {REFERENCE_NAME} beside DATA, if present)",
     )
     parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base model")
+    add_overwrite_option(parser)
     parser.add_argument(
         "overrides", nargs=argparse.REMAINDER, help="recipe overrides after `--`, e.g. -- --num_train_epochs 1"
     )
@@ -59,9 +74,13 @@ def make_reproduce_parser() -> argparse.ArgumentParser:
 
 
 def reproduce_command(argv: list[str]) -> int:
+    from sft.paths import check_output_dir
     from sft.workflows.reproduce import reproduce
 
     args = make_reproduce_parser().parse_args(argv)
     overrides = [a for a in args.overrides if a != "--"]
+    check_output_dir(args.output_dir, args.overwrite)
+    if args.overwrite:
+        overrides.append("--overwrite_output_dir=true")
     reproduce(args.data, Path(args.output_dir), Path(args.recipe), overrides, args.reference, args.skip_base)
     return 0

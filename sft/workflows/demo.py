@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "recipes" / "smollm2-135m-lora.yaml"
 
 
-def run_demo(output_dir: Path, recipe_path: str, train_records: int, eval_records: int, max_new_tokens: int) -> None:
+def run_demo(
+    output_dir: Path, recipe_path: str, train_records: int, eval_records: int, max_new_tokens: int, overwrite: bool
+) -> None:
     from sft.data.load import display_source
     from sft.data.split import load_splits
     from sft.evaluation.compare import compare_models
