@@ -38,6 +38,11 @@ COMMANDS: dict[str, Command] = {
         "compare_command",
         "run a base model and its fine-tune on the same prompts, side by side",
     ),
+    "judge": Command(
+        "sft.evaluation.commands",
+        "judge_command",
+        "grade a responses file with an LLM judge on an OpenAI-compatible server",
+    ),
     "merge": Command("sft.models.commands", "merge_command", "merge a LoRA adapter into its base model"),
     "push": Command(
         "sft.hub.commands", "push_command", "upload a model or adapter with a model card to the Hugging Face Hub"

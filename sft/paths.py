@@ -35,6 +35,12 @@ RESPONSES_FILE = "responses.json"
 EVAL_METRICS_FILE = "eval_metrics.json"
 REPORT_FILE = "report.md"
 COMPARE_FILE = "compare.json"
+# What `sft judge` (and eval or compare with a judge) writes: none shares a name with eval's or training's
+# files, so a judgement can sit beside the evaluation it judges.
+JUDGEMENTS_FILE = "judgements.json"
+JUDGE_METRICS_FILE = "judge_metrics.json"
+JUDGE_REPORT_FILE = "judge_report.md"
+JUDGE_CACHE_FILE = "judge_cache.jsonl"  # answers as they arrive, so a stopped run resumes
 # Where `sft push --dry-run` stages the exact upload, inside the model directory.
 HUB_STAGING_DIR = "hub-upload"
 # Where `sft reproduce` puts the fine-tune's evaluation.

@@ -9,7 +9,7 @@ import pytest
 from sft.cli import COMMANDS
 from sft.cli import main as sft_main
 
-HEAVY = ("torch", "transformers", "trl", "peft", "evaluate", "datasets")
+HEAVY = ("torch", "transformers", "trl", "peft", "evaluate", "datasets", "numpy")
 
 
 def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -90,10 +90,26 @@ def test_compare_two_tiny_models(tiny_model_dir, talkative_dir, alpaca_records, 
     assert change["model_response"] == records[0]["output"]
     for role in ("base", "model"):
         assert {p.name for p in (out / role).iterdir()} >= {"responses.json", "eval_metrics.json", "report.md"}
+    keys = {"rouge_l", "bleu", "exact_match", "exact_match_normalized", "ended_at_eos"}
+    assert set(comparison["change_ci"]) == set(comparison["within_noise"]) == keys
+    assert set(comparison["wins_ties_losses"]) == keys
+    # Every record goes from ROUGE-L 0 to 1: every resample's change is exactly +1.
+    assert comparison["change_ci"]["rouge_l"] == pytest.approx([1.0, 1.0])
+    assert comparison["within_noise"]["rouge_l"] is False
+    assert comparison["wins_ties_losses"]["rouge_l"] == {"wins": 4, "ties": 0, "losses": 0}
+    assert comparison["wins_ties_losses"]["exact_match"]["wins"] == 4
+    assert comparison["bootstrap"] == {"resamples": 1000, "seed": 0, "confidence": 0.95}
+    for key, (low, high) in comparison["change_ci"].items():
+        assert comparison["within_noise"][key] == (low <= 0 <= high)
+        assert low - 1e-9 <= comparison["change"][key] <= high + 1e-9, key
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "| ROUGE-L | 0.0000 | 1.0000 | +1.0000 |" in report
+    assert "| ROUGE-L | 0.0000 | 1.0000 | +1.0000 | [+1.0000, +1.0000] | 4 / 0 / 0 |  |" in report
     assert "## Biggest improvements (ROUGE-L)" in report
-    assert "4 improved, 0 regressed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 improved, 0 regressed" in printed
+    rouge_line = next(line for line in printed.splitlines() if line.startswith("ROUGE-L"))
+    assert rouge_line.split() == ["ROUGE-L", "0.0000", "1.0000", "+1.0000", "[+1.0000,", "+1.0000]", "4/0/0"]
+    assert "95% intervals of the change: paired bootstrap" in printed and "within noise: covers 0" in printed
 
 
 def test_compare_with_a_lora_adapter(tiny_model_dir, adapter_dir, alpaca_file, tmp_path):
@@ -122,6 +138,11 @@ def test_compare_with_a_lora_adapter(tiny_model_dir, adapter_dir, alpaca_file, t
     comparison = read(out / "compare.json")
     # An untrained LoRA adapter (B = 0) leaves the base model's answers as they were.
     assert comparison["counts"]["unchanged"] == 4
+    assert all(interval == [0.0, 0.0] for interval in comparison["change_ci"].values())
+    assert all(comparison["within_noise"].values())
+    assert all(c == {"wins": 0, "ties": 4, "losses": 0} for c in comparison["wins_ties_losses"].values())
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| [+0.0000, +0.0000] | 0 / 4 / 0 | within noise |" in report
     assert [c["base_response"] for c in comparison["per_record"]] == [
         c["model_response"] for c in comparison["per_record"]
     ]
@@ -164,8 +185,39 @@ def test_report_shows_regressions():
             "regressions": [change],
         }
     )
-    assert "| ROUGE-L | 0.5000 | 0.2500 | -0.2500 |" in report
+    assert "| ROUGE-L | 0.5000 | 0.2500 | -0.2500 | – | – |  |" in report  # a compare.json from before the intervals
     assert "| 0 | 1.000 | 0.000 | -1.000 | Say hi | hi | hi | bye |" in report
+
+
+def test_report_and_console_show_intervals_and_noise():
+    from sft.evaluation.report import format_comparison
+
+    metrics = {"model": "m", "rouge_l": 0.5, "bleu": 20.0, "exact_match": 0.1, "generation": {}, "n": 20}
+    comparison = {
+        "base": {**metrics, "model": "b"},
+        "model": {**metrics, "rouge_l": 0.6, "bleu": 21.5},
+        "change_ci": {"rouge_l": [0.02, 0.18], "bleu": [-3.0, 6.25], "exact_match": [0.0, 0.0]},
+        "within_noise": {"rouge_l": False, "bleu": True, "exact_match": True},
+        "wins_ties_losses": {
+            "rouge_l": {"wins": 12, "ties": 5, "losses": 3},
+            "bleu": {"wins": 9, "ties": 4, "losses": 7},
+            "exact_match": {"wins": 0, "ties": 20, "losses": 0},
+        },
+        "bootstrap": {"resamples": 1000, "seed": 0, "confidence": 0.95},
+        "counts": {"improved": 12, "regressed": 3, "unchanged": 5},
+        "improvements": [],
+        "regressions": [],
+    }
+    report = compare_report(comparison)
+    assert "| ROUGE-L | 0.5000 | 0.6000 | +0.1000 | [+0.0200, +0.1800] | 12 / 5 / 3 |  |" in report
+    assert "| BLEU | 20.00 | 21.50 | +1.50 | [-3.00, +6.25] | 9 / 4 / 7 | within noise |" in report
+    assert "| exact match | 0.1000 | 0.1000 | +0.0000 | [+0.0000, +0.0000] | 0 / 20 / 0 | within noise |" in report
+    assert "paired bootstrap over the records, 1000 resamples, seed 0" in report
+    lines = format_comparison(comparison).splitlines()
+    assert lines[1] == "ROUGE-L      0.5000  0.6000  +0.1000  [+0.0200, +0.1800]         12/5/3"
+    assert lines[2] == "BLEU          20.00   21.50    +1.50  [-3.00, +6.25]              9/4/7  within noise"
+    assert lines[3].endswith("0/20/0  within noise")
+    assert len({line.index("[") for line in lines[1:4]}) == 1  # intervals aligned
 
 
 def test_help(capsys):

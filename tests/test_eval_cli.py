@@ -8,6 +8,7 @@ import pytest
 from sft.cli import main as sft_main
 from sft.data.split import DataArguments, select_split
 from sft.evaluation.evaluate import evaluate_model, slug
+from sft.evaluation.metrics import FIGURES
 from sft.evaluation.report import eval_report
 from sft.inference.settings import GenerationSettings
 
@@ -26,6 +27,12 @@ METRIC_KEYS = {
     "responses_per_second",
     "by_kind",
     "per_record",
+    "rouge_l_ci",
+    "bleu_ci",
+    "exact_match_ci",
+    "exact_match_normalized_ci",
+    "ended_at_eos_ci",
+    "bootstrap",
 }
 
 
@@ -75,9 +82,20 @@ def test_eval_writes_responses_metrics_and_report(tiny_model_dir, alpaca_file, a
     assert metrics["generation"]["max_new_tokens"] == 4 and metrics["generation"]["greedy"]
     assert 0 <= metrics["ended_at_eos"] <= 1
     assert {"new_tokens", "ended_at_eos", "rouge_l"} <= set(metrics["per_record"][0])
+    for key in ("rouge_l", "bleu", "exact_match", "exact_match_normalized", "ended_at_eos"):
+        low, high = metrics[f"{key}_ci"]
+        assert low - 1e-9 <= metrics[key] <= high + 1e-9, key
+    assert metrics["bootstrap"] == {"resamples": 1000, "seed": 0, "confidence": 0.95}
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| ROUGE-L |" in report and "worst records by ROUGE-L" in report
-    assert "ROUGE-L" in capsys.readouterr().out
+    assert "| metric | value | 95% interval |" in report
+    rouge = next(f for f in FIGURES if f.key == "rouge_l")
+    eos = next(f for f in FIGURES if f.key == "ended_at_eos")
+    assert f"| ROUGE-L | {rouge.show(metrics['rouge_l'])} | {rouge.show_interval(metrics['rouge_l_ci'])} |" in report
+    assert "1000 resamples, seed 0" in report
+    printed = capsys.readouterr().out
+    assert "ended at EOS" in printed and eos.show_interval(metrics["ended_at_eos_ci"]) in printed
+    assert "95% intervals" in printed
 
 
 def test_eval_uses_the_seed_split_and_limit(tmp_path):
@@ -191,6 +209,9 @@ def test_report_lists_worst_and_best():
         for i in range(4)
     ]
     report = eval_report(metrics, responses)
+    assert "| ROUGE-L | 0.4500 | – |" in report  # a metrics file from before the intervals
+    report = eval_report({**metrics, "rouge_l_ci": [0.2, 0.7], "bootstrap": {"resamples": 9, "seed": 3}}, responses)
+    assert "| ROUGE-L | 0.4500 | [0.2000, 0.7000] |" in report and "9 resamples, seed 3" in report
     worst, best = report.split("## 2 best records by ROUGE-L")
     assert worst.index("| 1 | 0.100 |") < worst.index("| 3 | 0.300 |")
     assert best.index("| 2 | 0.900 |") < best.index("| 0 | 0.500 |")

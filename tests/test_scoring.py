@@ -17,10 +17,21 @@ def test_reference_figures_on_shared_file(tmp_path, capsys):
     output = tmp_path / "metrics.json"
     assert score_command([str(SHARED_RESPONSES), "--output", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"^ROUGE-L +0\.5892$", printed, re.MULTILINE)  # accented words scored whole since 0.5895
-    assert re.search(r"^BLEU +28\.83$", printed, re.MULTILINE)
-    assert re.search(r"^exact match +0\.1545$", printed, re.MULTILINE)
+    interval = r" +\[(\d+\.\d+), (\d+\.\d+)\]$"
+    rouge = re.search(r"^ROUGE-L +0\.5892" + interval, printed, re.MULTILINE)  # accented words whole since 0.5895
+    bleu = re.search(r"^BLEU +28\.83" + interval, printed, re.MULTILINE)
+    exact = re.search(r"^exact match +0\.1545" + interval, printed, re.MULTILINE)
+    assert rouge and bleu and exact, printed
+    assert "1000 resamples, seed 0" in printed
     scores = json.loads(output.read_text(encoding="utf-8"))
+    for key, match in (("rouge_l", rouge), ("bleu", bleu), ("exact_match", exact)):
+        low, high = scores[f"{key}_ci"]
+        assert low < scores[key] < high
+        assert [float(match[1]), float(match[2])] == pytest.approx([low, high], abs=0.006)
+    assert scores["bootstrap"] == {"resamples": 1000, "seed": 0, "confidence": 0.95}
+    # Seeded: a rerun prints the same intervals.
+    assert score_command([str(SHARED_RESPONSES)]) == 0
+    assert capsys.readouterr().out == printed.replace(f"scores written to {output}\n", "")
     assert scores["rouge_l"] == pytest.approx(0.5892, abs=0.0001)
     assert scores["bleu"] == pytest.approx(28.83, abs=0.05)
     assert scores["exact_match"] == pytest.approx(0.1545, abs=0.001)
@@ -37,8 +48,23 @@ def test_scores_a_small_file(tmp_path, capsys):
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     assert score_command([str(path)]) == 0
     printed = capsys.readouterr().out
-    assert "exact match              0.6667" in printed
-    assert "exact match, normalised  1.0000" in printed
+    assert "exact match              0.6667  [0.0000, 1.0000]" in printed
+    assert "exact match, normalised  1.0000  [1.0000, 1.0000]" in printed
+    assert "records                  3\n" in printed
+
+
+def test_bootstrap_options(tmp_path, capsys):
+    path = tmp_path / "responses.json"
+    records = [{"instruction": "a", "output": f"answer {i}", "model_response": f"answer {i % 3}"} for i in range(12)]
+    path.write_text(json.dumps(records), encoding="utf-8")
+    output = tmp_path / "scores.json"
+    argv = [str(path), "--output", str(output), "--bootstrap-resamples", "50", "--bootstrap-seed", "7"]
+    assert score_command(argv) == 0
+    assert "50 resamples, seed 7" in capsys.readouterr().out
+    bootstrap = json.loads(output.read_text(encoding="utf-8"))["bootstrap"]
+    assert bootstrap == {"resamples": 50, "seed": 7, "confidence": 0.95}
+    with pytest.raises(SystemExit):
+        score_command([str(path), "--bootstrap-resamples", "0"])
 
 
 def test_missing_responses_are_listed(tmp_path, capsys):

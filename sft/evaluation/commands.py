@@ -1,11 +1,15 @@
-"""`sft eval`, `sft score` and `sft compare`: the command line of the evaluation stage."""
+"""`sft eval`, `sft score`, `sft compare` and `sft judge`: the command line of the evaluation stage."""
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sft.data.split import SPLITS
 from sft.inference.commands import MODEL_HELP, add_generation_options, generation_settings
 from sft.inference.settings import GenerationSettings
+
+if TYPE_CHECKING:
+    from sft.evaluation.bootstrap import BootstrapSettings
 
 
 def add_data_options(parser: argparse.ArgumentParser, command: str, default_output: str) -> None:
@@ -22,7 +26,42 @@ def add_data_options(parser: argparse.ArgumentParser, command: str, default_outp
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_generation_options(parser, batched=True)
     parser.add_argument("--output-dir", help=f"where to write the results (default {default_output})")
+    add_bootstrap_options(parser)
     parser.set_defaults(command=command)
+
+
+def add_bootstrap_options(parser: argparse.ArgumentParser) -> None:
+    """How the 95% intervals are drawn: `sft eval`, `sft score` and `sft compare` share these."""
+    from sft.evaluation.bootstrap import RESAMPLES, SEED
+
+    group = parser.add_argument_group("95%% bootstrap intervals over records")
+    group.add_argument(
+        "--bootstrap-resamples",
+        type=positive_int,
+        default=RESAMPLES,
+        metavar="N",
+        help=f"resamples of the records (default {RESAMPLES})",
+    )
+    group.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=SEED,
+        metavar="SEED",
+        help=f"seed of the resampling, so reruns give the same intervals (default {SEED})",
+    )
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def bootstrap_settings(args: argparse.Namespace) -> "BootstrapSettings":
+    from sft.evaluation.bootstrap import BootstrapSettings
+
+    return BootstrapSettings(resamples=args.bootstrap_resamples, seed=args.bootstrap_seed)
 
 
 def evaluation_inputs(args: argparse.Namespace, *models: str) -> tuple[GenerationSettings, list[dict[str, str]], Path]:
@@ -57,7 +96,14 @@ def eval_command(argv: list[str]) -> int:
     args = make_eval_parser().parse_args(argv)
     settings, records, output_dir = evaluation_inputs(args, args.model)
     metrics = evaluate_model(
-        args.model, records, output_dir, settings, progress=not args.no_progress, data=args.data, split=args.split
+        args.model,
+        records,
+        output_dir,
+        settings,
+        progress=not args.no_progress,
+        data=args.data,
+        split=args.split,
+        bootstrap=bootstrap_settings(args),
     ).metrics
     print(format_scores(metrics))
     print(f"{metrics['seconds']:.1f} s, {metrics['responses_per_second'] or 0:.2f} responses/s")
@@ -69,10 +115,11 @@ def make_score_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sft score",
         description="Score model responses against reference outputs: ROUGE-L F1 (mean over records), "
-        "corpus BLEU (sacrebleu) and exact match.",
+        "corpus BLEU (sacrebleu) and exact match, each with a 95%% bootstrap interval over the records.",
     )
     parser.add_argument("file", help="JSON or JSONL records with `output` and `model_response`")
     parser.add_argument("--output", help="also write the scores, per record included, to this JSON file")
+    add_bootstrap_options(parser)
     return parser
 
 
@@ -84,7 +131,7 @@ def score_command(argv: list[str]) -> int:
     args = make_score_parser().parse_args(argv)
     if args.output:
         check_file_output(args.output)
-    scores = score_file(args.file, args.output)
+    scores = score_file(args.file, args.output, bootstrap_settings(args))
     print(format_scores(scores))
     if args.output:
         print(f"scores written to {args.output}")
@@ -95,7 +142,8 @@ def make_compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sft compare",
         description="Run a base model and a fine-tuned model on the same prompts and report metric changes "
-        "and the records that improved or regressed most.",
+        "(each with a paired 95%% bootstrap interval and per-record wins, ties and losses) and the records "
+        "that improved or regressed most.",
     )
     parser.add_argument("--base", required=True, help="the model before fine-tuning")
     parser.add_argument("--model", required=True, help="the fine-tuned model (full model or LoRA adapter)")
@@ -105,7 +153,7 @@ def make_compare_parser() -> argparse.ArgumentParser:
 
 def compare_command(argv: list[str]) -> int:
     from sft.evaluation.compare import compare_models
-    from sft.evaluation.metrics import FIGURES
+    from sft.evaluation.report import format_comparison
 
     args = make_compare_parser().parse_args(argv)
     settings, records, output_dir = evaluation_inputs(args, args.base, args.model)
@@ -118,17 +166,100 @@ def compare_command(argv: list[str]) -> int:
         progress=not args.no_progress,
         data=args.data,
         split=args.split,
+        bootstrap=bootstrap_settings(args),
     )
-    base, tuned = comparison["base"], comparison["model"]
-    print(f"{'':24}{'base':>10}{'model':>10}{'change':>10}")
-    for figure in FIGURES:
-        change = tuned[figure.key] - base[figure.key]
-        shown = (figure.show(base[figure.key]), figure.show(tuned[figure.key]), figure.show_change(change))
-        print(f"{figure.label:24}" + "".join(f"{value:>10}" for value in shown))
-    counts = comparison["counts"]
-    print(
-        f"records: {counts['improved']} improved, {counts['regressed']} regressed, "
-        f"{counts['unchanged']} unchanged (ROUGE-L)"
-    )
+    print(format_comparison(comparison))
     print(f"results in {output_dir}/ (compare.json, report.md, base/, model/)")
+    return 0
+
+
+RUBRIC_HELP = (
+    "reference (default): one score from 0 to 100 against the reference answer, with a reason; dimensions: "
+    "relevance, accuracy, fluency and completeness from 1 to 5, an overall 0-100 and a reason"
+)
+
+
+def make_judge_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sft judge",
+        description="Grade each model response of a responses file (what `sft eval` writes) with an LLM judge\n"
+        "served by any OpenAI-compatible server: ollama, vLLM, llama.cpp's server, `transformers serve`,\n"
+        "OpenAI. Greedy and seeded (temperature 0, --seed); writes judgements.json, judge_metrics.json and\n"
+        "judge_report.md into --output-dir (other files there stay), and caches each answer in\n"
+        "judge_cache.jsonl there, so an interrupted run resumes where it stopped.",
+        epilog="examples:\n"
+        "  sft judge runs/eval-x/responses.json --endpoint http://localhost:11434/v1 --judge-model qwen2.5:7b "
+        "--output-dir runs/eval-x/judge\n"
+        "  OPENAI_API_KEY=... sft judge responses.json --endpoint https://api.openai.com/v1 "
+        "--judge-model gpt-4o-mini --output-dir runs/judge-gpt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "responses",
+        metavar="RESPONSES.json",
+        help="records with instruction, input, output and model_response (responses.json of `sft eval`)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        required=True,
+        metavar="URL",
+        help="the server's OpenAI-compatible base URL, e.g. http://localhost:11434/v1 (ollama), "
+        "http://localhost:8000/v1 (vLLM, transformers serve), https://api.openai.com/v1",
+    )
+    parser.add_argument("--judge-model", required=True, metavar="NAME", help="the model the server judges with")
+    parser.add_argument(
+        "--output-dir", required=True, metavar="DIR", help="where to write the results and the answer cache"
+    )
+    parser.add_argument("--rubric", choices=("reference", "dimensions"), default="reference", help=RUBRIC_HELP)
+    parser.add_argument("--concurrency", type=int, default=4, metavar="N", help="requests in flight (default 4)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="seconds per request (default 60)"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="further tries of a request after a 429, 5xx, timeout or refused connection, with exponential "
+        "back-off (default 5)",
+    )
+    parser.add_argument(
+        "--reply-retries",
+        type=int,
+        default=2,
+        metavar="N",
+        help="follow-up questions after a reply with no usable score, before the record is kept as unscored "
+        "(default 2)",
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="sent with every request (default 0)")
+    parser.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="longest reply (default 1024)")
+    parser.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default="OPENAI_API_KEY",
+        help="the environment variable holding the API key (default OPENAI_API_KEY; a server that needs none, "
+        "such as ollama, works without it). The key is never printed or written.",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def judge_command(argv: list[str]) -> int:
+    from sft.evaluation.judge import JudgeSettings, format_summary, judge_file
+
+    args = make_judge_parser().parse_args(argv)
+    settings = JudgeSettings(
+        endpoint=args.endpoint,
+        model=args.judge_model,
+        rubric=args.rubric,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        retries=args.retries,
+        reply_retries=args.reply_retries,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        api_key_env=args.api_key_env,
+    )
+    run = judge_file(args.responses, settings, args.output_dir, progress=not args.no_progress)
+    print(format_summary(run))
     return 0

@@ -1,7 +1,8 @@
 """Comparing a base model and its fine-tune on the same prompts, side by side.
 
 Each model is evaluated into its own subdirectory (base/, model/: responses, metrics, report);
-DIR/compare.json and DIR/report.md hold the metric changes and the per-record changes.
+DIR/compare.json and DIR/report.md hold the metric changes, each with its paired 95% bootstrap
+interval and per-record wins, ties and losses, and the per-record changes.
 """
 
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,7 @@ from sft.inference.settings import GenerationSettings
 from sft.paths import COMPARE_FILE, REPORT_FILE
 
 if TYPE_CHECKING:
+    from sft.evaluation.bootstrap import BootstrapSettings
     from sft.evaluation.evaluate import Evaluation
 
 SHOWN = 10
@@ -64,6 +66,48 @@ def rank_changes(changes: Sequence[Mapping[str, Any]], shown: int = SHOWN) -> di
     }
 
 
+def wins_ties_losses(base: Sequence[float], model: Sequence[float], tolerance: float = TOLERANCE) -> dict[str, int]:
+    """How many records the model scores higher than the base on (wins), the same (ties), lower (losses)."""
+    deltas = [float(after) - float(before) for before, after in zip(base, model)]
+    wins = sum(delta > tolerance for delta in deltas)
+    losses = sum(delta < -tolerance for delta in deltas)
+    return {"wins": wins, "ties": len(deltas) - wins - losses, "losses": losses}
+
+
+def paired_changes(
+    records: Sequence[Mapping[str, Any]],
+    base: "Evaluation",
+    tuned: "Evaluation",
+    bootstrap: "BootstrapSettings | None" = None,
+) -> dict[str, Any]:
+    """Per figure: the paired 95% bootstrap interval of the change (both models scored on the same
+    resampled records; BLEU recomputed as corpus BLEU on each), wins / ties / losses over records
+    (BLEU: sentence BLEU), and whether the change is within noise (its interval covers zero)."""
+    from sft.evaluation.bootstrap import BootstrapSettings, bleu_statistics, paired_change_intervals
+
+    bootstrap = bootstrap or BootstrapSettings()
+    references = [str(record["output"]) for record in records]
+    # Both models are scored against the same references, so with the same tokenizer (chosen from them).
+    tokenize = tuned.metrics.get("bleu_tokenize")
+    base_stats, model_stats = (
+        bleu_statistics([r["model_response"] for r in evaluation.responses], references, tokenize)
+        for evaluation in (base, tuned)
+    )
+    base_records, model_records = base.metrics["per_record"], tuned.metrics["per_record"]
+    change_ci = paired_change_intervals(base_records, model_records, base_stats, model_stats, bootstrap)
+    counts = {
+        figure.key: wins_ties_losses([r[figure.key] for r in base_records], [r[figure.key] for r in model_records])
+        for figure in FIGURES
+        if all(figure.key in r for r in (*base_records, *model_records))
+    }
+    return {
+        "change_ci": change_ci,
+        "within_noise": {key: low <= 0 <= high for key, (low, high) in change_ci.items()},
+        "wins_ties_losses": counts,
+        "bootstrap": bootstrap.record(),
+    }
+
+
 def compare_models(
     base_name: str,
     model_name: str,
@@ -74,11 +118,12 @@ def compare_models(
     progress: bool = True,
     data: str | None = None,
     split: str | None = None,
+    bootstrap: "BootstrapSettings | None" = None,
 ) -> dict[str, Any]:
     """Evaluate both models on `records` and write compare.json and report.md; returns the comparison.
 
     Both get the prompt template saved with the fine-tuned model (the default Alpaca one where it
-    saved none), so the two see identical prompts.
+    saved none), so the two see identical prompts. Every interval is drawn with `bootstrap`.
     """
     from sft.data.load import display_source
     from sft.data.template import PromptTemplate
@@ -90,7 +135,7 @@ def compare_models(
     output_dir = Path(output_dir)
     resolved = Path(resolve_model(model_name))
     template = PromptTemplate.for_model(resolved if resolved.is_dir() else None)
-    common = dict(progress=progress, data=data, split=split, template=template)
+    common = dict(progress=progress, data=data, split=split, template=template, bootstrap=bootstrap)
     base = evaluate_model(base_name, records, output_dir / "base", settings, **common)
     tuned = evaluate_model(model_name, records, output_dir / "model", settings, **common)
     changes = record_changes(records, base, tuned)
@@ -98,6 +143,7 @@ def compare_models(
         "base": headline(base.metrics),
         "model": headline(tuned.metrics),
         "change": {f.key: tuned.metrics[f.key] - base.metrics[f.key] for f in FIGURES},
+        **paired_changes(records, base, tuned, bootstrap),
         "data": display_source(data) if data else data,
         "split": split,
         "n": len(records),

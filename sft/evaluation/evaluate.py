@@ -6,12 +6,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sft.data.template import PromptTemplate
 from sft.errors import SFTError
 from sft.inference.settings import GenerationSettings
 from sft.paths import EVAL_METRICS_FILE, REPORT_FILE, RESPONSES_FILE
+
+if TYPE_CHECKING:
+    from sft.evaluation.bootstrap import BootstrapSettings
 
 
 @dataclass
@@ -55,14 +58,17 @@ def evaluate_model(
     progress: bool = True,
     data: str | None = None,
     split: str | None = None,
+    bootstrap: "BootstrapSettings | None" = None,
 ) -> Evaluation:
     """Generate a response for every record, score them, write the three files; returns what they hold.
 
     Pass `model` and `tokenizer` to evaluate a model already in memory (`model_name` then only
     labels the results); otherwise `model_name` is loaded through `sft.models`. The template is
-    the one saved with the model unless `template` is given.
+    the one saved with the model unless `template` is given. Every figure gets its 95% bootstrap
+    interval over the records (`<figure>_ci`), drawn with `bootstrap` (default 1000 resamples, seed 0).
     """
     from sft.data.load import display_source
+    from sft.evaluation.bootstrap import figure_intervals
     from sft.evaluation.metrics import score_responses
     from sft.evaluation.report import eval_report
     from sft.inference.generate import generate_responses, load_for_inference
@@ -79,9 +85,11 @@ def evaluate_model(
     seconds = time.perf_counter() - started
     predictions = [result.text for result in results]
     responses = [{**record, "model_response": text} for record, text in zip(records, predictions)]
-    scores = score_responses(predictions, [str(record["output"]) for record in records])
+    references = [str(record["output"]) for record in records]
+    scores = score_responses(predictions, references)
     for entry, result in zip(scores["per_record"], results):
         entry.update(new_tokens=result.new_tokens, ended_at_eos=result.ended_at_eos)
+    intervals = figure_intervals(scores["per_record"], predictions, references, scores["bleu_tokenize"], bootstrap)
     n = len(results)
     metrics = {
         "model": model_name,
@@ -94,6 +102,7 @@ def evaluate_model(
         "exact_match_normalized": scores["exact_match_normalized"],
         "ended_at_eos": sum(r.ended_at_eos for r in results) / n,
         "mean_new_tokens": sum(r.new_tokens for r in results) / n,
+        **intervals,
         "bleu_tokenize": scores["bleu_tokenize"],
         "generation": settings.record(),
         "seconds": round(seconds, 3),

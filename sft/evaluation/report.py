@@ -2,9 +2,10 @@
 report.md of `sft eval` and `sft compare`, all labelled by the figures of `sft.evaluation.metrics`."""
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sft.evaluation.metrics import FIGURES, HEADLINE
+from sft.evaluation.metrics import FIGURES, HEADLINE, Figure
 
 EXAMPLES = 10
 CELL_CHARS = 160
@@ -34,19 +35,41 @@ def results_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     )
 
 
+def aligned(rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    """Console lines: the columns padded to their widest cell (right-aligned where `right`), two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(right))]
+    return [
+        "  ".join(text.rjust(width) if r else text.ljust(width) for text, width, r in zip(row, widths, right)).rstrip()
+        for row in rows
+    ]
+
+
+def bootstrap_note(metrics: Mapping[str, Any]) -> str | None:
+    """How the intervals were drawn, from the `bootstrap` settings a metrics file records."""
+    bootstrap = metrics.get("bootstrap")
+    if not bootstrap:
+        return None
+    return f"bootstrap over the records, {bootstrap['resamples']} resamples, seed {bootstrap['seed']}"
+
+
 def format_scores(scores: Mapping[str, Any]) -> str:
-    """Aligned lines for a terminal: each figure the scores hold, then the record count."""
-    lines = []
+    """Aligned lines for a terminal: each figure the scores hold with its 95% interval, then the record count."""
+    rows = []
     for figure in FIGURES:
         if scores.get(figure.key) is None:
             continue
-        value = figure.show(scores[figure.key])
+        interval = scores.get(figure.interval_key)
+        shown = figure.show_interval(interval) if interval else ""
+        note = ""
         if figure.key == "bleu" and scores.get("bleu_tokenize") not in (None, "13a"):
-            value += f"  (tokenizer {scores['bleu_tokenize']})"
-        lines.append((figure.label, value))
-    lines.append(("records", str(scores["n"])))
-    width = max(len(label) for label, _ in lines)
-    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in lines)
+            note = f"(tokenizer {scores['bleu_tokenize']})"
+        rows.append((figure.label, figure.show(scores[figure.key]), shown, note))
+    rows.append(("records", str(scores["n"]), "", ""))
+    lines = aligned(rows, (False, False, False, False))
+    if note := bootstrap_note(scores):
+        width = max(len(row[0]) for row in rows)
+        lines.append(f"{'95% intervals'.ljust(width)}  {note}")
+    return "\n".join(lines)
 
 
 def settings_line(metrics: Mapping[str, Any], timing: bool = True) -> str:
@@ -79,8 +102,18 @@ def split_examples(n: int) -> tuple[int, int]:
 def eval_report(metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any]]) -> str:
     """Metric table, breakdown by task kind, and the worst and best records by ROUGE-L."""
     sections = [f"# Evaluation of `{metrics.get('model')}`", settings_line(metrics)]
-    rows = [(f.label, f.show(metrics[f.key])) for f in FIGURES if metrics.get(f.key) is not None]
-    sections.append(markdown_table(("metric", "value"), rows))
+    rows = [
+        (f.label, f.show(metrics[f.key]), f.show_interval(metrics.get(f.interval_key)))
+        for f in FIGURES
+        if metrics.get(f.key) is not None
+    ]
+    sections.append(markdown_table(("metric", "value", "95% interval"), rows))
+    if note := bootstrap_note(metrics):
+        sections.append(
+            f"95% intervals: percentile {note} (BLEU recomputed as corpus BLEU on each resample). "
+            "Two models' separate intervals can overlap while one is still better: `sft compare` "
+            "tests the difference on the same records."
+        )
     if metrics.get("by_kind"):
         shown = [f for f in HEADLINE if f.key != "ended_at_eos"]
         kind_rows = [
@@ -117,22 +150,81 @@ def eval_report(metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any
     return "\n\n".join(sections) + "\n"
 
 
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One figure of a comparison, as text: both values, the change, its interval, the per-record counts."""
+
+    figure: Figure
+    base: str
+    model: str
+    change: str
+    interval: str
+    counts: str
+    note: str
+
+
+def comparison_rows(comparison: Mapping[str, Any]) -> list[ComparisonRow]:
+    """The figures both models have, shown; "–" for what an older compare.json lacks."""
+    base, tuned = comparison["base"], comparison["model"]
+    rows = []
+    for figure in FIGURES:
+        if base.get(figure.key) is None or tuned.get(figure.key) is None:
+            continue
+        counts = comparison.get("wins_ties_losses", {}).get(figure.key)
+        rows.append(
+            ComparisonRow(
+                figure,
+                figure.show(base[figure.key]),
+                figure.show(tuned[figure.key]),
+                figure.show_change(tuned[figure.key] - base[figure.key]),
+                figure.show_interval(comparison.get("change_ci", {}).get(figure.key), signed=True),
+                f"{counts['wins']} / {counts['ties']} / {counts['losses']}" if counts else "–",
+                "within noise" if comparison.get("within_noise", {}).get(figure.key) else "",
+            )
+        )
+    return rows
+
+
+def format_comparison(comparison: Mapping[str, Any]) -> str:
+    """Aligned lines for a terminal: both models' figures, the change with its interval, won / tied / lost."""
+    header = ("", "base", "model", "change", "95% interval", "won/tied/lost", "")
+    rows = [header] + [
+        (r.figure.label, r.base, r.model, r.change, r.interval, r.counts.replace(" / ", "/"), r.note)
+        for r in comparison_rows(comparison)
+    ]
+    lines = aligned(rows, (False, True, True, True, False, True, False))
+    counts = comparison["counts"]
+    lines.append(
+        f"records: {counts['improved']} improved, {counts['regressed']} regressed, "
+        f"{counts['unchanged']} unchanged (ROUGE-L)"
+    )
+    if note := bootstrap_note(comparison):
+        lines.append(f"95% intervals of the change: paired {note}; within noise: covers 0")
+    return "\n".join(lines)
+
+
 def compare_report(comparison: Mapping[str, Any]) -> str:
-    """Metrics side by side with deltas, then the records that gained and lost most ROUGE-L."""
+    """Metrics side by side with deltas, their intervals and per-record counts, then the records that
+    gained and lost most ROUGE-L."""
     base, tuned = comparison["base"], comparison["model"]
     sections = [
         f"# `{base['model']}` (base) against `{tuned['model']}` (model)",
         "Both models answer the same prompts. " + settings_line(tuned, timing=False),
     ]
-    rows = []
-    for figure in FIGURES:
-        if base.get(figure.key) is None or tuned.get(figure.key) is None:
-            continue
-        delta = tuned[figure.key] - base[figure.key]
-        rows.append(
-            (figure.label, figure.show(base[figure.key]), figure.show(tuned[figure.key]), figure.show_change(delta))
+    rows = [
+        (row.figure.label, row.base, row.model, row.change, row.interval, row.counts, row.note)
+        for row in comparison_rows(comparison)
+    ]
+    header = ("metric", "base", "model", "change", "95% interval of change", "won / tied / lost", "note")
+    sections.append(markdown_table(header, rows))
+    if note := bootstrap_note(comparison):
+        sections.append(
+            f"Change: model minus base. Its 95% interval is a paired {note}: both models on the same "
+            "resampled records, BLEU recomputed as corpus BLEU for each. *Within noise*: the interval "
+            "covers zero, so these records cannot tell the two models apart on that figure. Won / tied / "
+            "lost: records on which the model scores higher than the base, the same, or lower (BLEU: "
+            "sentence BLEU)."
         )
-    sections.append(markdown_table(("metric", "base", "model", "change"), rows))
     counts = comparison["counts"]
     sections.append(
         f"ROUGE-L per record: {counts['improved']} improved, {counts['regressed']} regressed, "

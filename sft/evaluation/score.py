@@ -2,16 +2,23 @@
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sft.errors import DataError, SFTError
 
 RESPONSE_FIELD = "model_response"
+if TYPE_CHECKING:
+    from sft.evaluation.bootstrap import BootstrapSettings
+
 SUMMARY_KEYS = ("rouge_l", "bleu", "exact_match", "exact_match_normalized", "n", "bleu_tokenize")
 
 
-def score_records(records: Sequence[Mapping[str, Any]], source: str = "records") -> dict[str, Any]:
-    """`score_responses` of each record's `model_response` against its `output`."""
+def score_records(
+    records: Sequence[Mapping[str, Any]], source: str = "records", bootstrap: "BootstrapSettings | None" = None
+) -> dict[str, Any]:
+    """`score_responses` of each record's `model_response` against its `output`, with each figure's
+    95% bootstrap interval over the records (`<figure>_ci`) and the bootstrap settings before `per_record`."""
+    from sft.evaluation.bootstrap import figure_intervals
     from sft.evaluation.metrics import score_responses
 
     if records and not any(RESPONSE_FIELD in record for record in records):
@@ -27,7 +34,12 @@ def score_records(records: Sequence[Mapping[str, Any]], source: str = "records")
     ]
     if problems:
         raise DataError(problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else []))
-    return score_responses([r[RESPONSE_FIELD] for r in records], [r["output"] for r in records])
+    predictions = [r[RESPONSE_FIELD] for r in records]
+    references = [str(r["output"]) for r in records]
+    scores = score_responses(predictions, references)
+    per_record = scores.pop("per_record")
+    intervals = figure_intervals(per_record, predictions, references, scores["bleu_tokenize"], bootstrap)
+    return {**scores, **intervals, "per_record": per_record}
 
 
 def summary(scores: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,12 +47,14 @@ def summary(scores: Mapping[str, Any]) -> dict[str, Any]:
     return {key: scores[key] for key in SUMMARY_KEYS if key in scores}
 
 
-def score_file(path: str | Path, output: str | Path | None = None) -> dict[str, Any]:
-    """Scores of a responses file; written as JSON to `output` when given."""
+def score_file(
+    path: str | Path, output: str | Path | None = None, bootstrap: "BootstrapSettings | None" = None
+) -> dict[str, Any]:
+    """Scores of a responses file, with their intervals; written as JSON to `output` when given."""
     from sft.data.load import load_records
     from sft.paths import atomic_write_json
 
-    scores = {"data": str(path), **score_records(load_records(str(path)), str(path))}
+    scores = {"data": str(path), **score_records(load_records(str(path)), str(path), bootstrap)}
     if output is not None:
         atomic_write_json(output, scores)
     return scores

@@ -47,6 +47,10 @@ RESUMABLE_CHANGES = {
     "hub_private_repo",
     "hub_token",
     "dataloader_num_workers",
+    # What is generated at evaluations is measured, not trained on: the weights at every step are the same.
+    "generation_eval",
+    "generation_eval_records",
+    "generation_eval_max_new_tokens",
 }
 
 

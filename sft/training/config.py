@@ -130,6 +130,33 @@ class TrainingConfig(SFTConfig):
         default=False, metadata={"help": "Let DDP look for parameters without gradients (slower)."}
     )
     seed: int = field(default=123, metadata={"help": "Random seed for initialisation and shuffling."})
+    # Generation metrics at every evaluation (sft.training.generation_eval); TRL's trainer reports only losses.
+    generation_eval: bool = field(
+        default=False,
+        metadata={
+            "help": "At every evaluation also generate responses for the validation records (greedy) and report "
+            "eval_rouge_l, eval_bleu, eval_exact_match and eval_ended_at_eos beside eval_loss; "
+            "metric_for_best_model and early_stopping_patience can use them (e.g. eval_rouge_l)."
+        },
+    )
+    generation_eval_records: int | None = field(
+        default=None,
+        metadata={"help": "generation_eval on the first N validation records only; unset for all of them."},
+    )
+    # 128, half of `sft eval`'s 256: generation runs at every evaluation, and a model that has not yet learned
+    # to stop spends the whole budget on every record. Alpaca-style answers are short (the book's 1,100 records
+    # need at most 55 tokens, 12 at the median), so 128 leaves room for any of them to end at EOS.
+    generation_eval_max_new_tokens: int = field(
+        default=128,
+        metadata={"help": "Most new tokens per response in generation_eval (sft eval's default is 256)."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop training once metric_for_best_model has not improved for N evaluations in a row "
+            "(e.g. with metric_for_best_model: eval_rouge_l and generation_eval: true); unset never stops early."
+        },
+    )
 
     def __post_init__(self) -> None:
         import torch
@@ -254,7 +281,7 @@ def describe_parse_error(error: ValueError) -> str:
 
 def resolve(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingConfig) -> Recipe:
     """The fix-ups that depend on more than one field, made once, in order, after every value is checked."""
-    problems = recipe_problems(model_args, training_args)
+    problems = recipe_problems(model_args, training_args, data_args)
     if problems:
         raise DataError(problems)
     recipe = Recipe(
@@ -284,7 +311,9 @@ def resolve(data_args: DataArguments, model_args: ModelArguments, training_args:
     return recipe
 
 
-def recipe_problems(model_args: ModelArguments, training_args: TrainingConfig) -> list[str]:
+def recipe_problems(
+    model_args: ModelArguments, training_args: TrainingConfig, data_args: DataArguments | None = None
+) -> list[str]:
     """Values that would train nothing, or fail only after the model has loaded; one line each, naming the key.
 
     TRL and Transformers accept most of these and save the untrained base as the result, or fail with a
@@ -324,6 +353,49 @@ def recipe_problems(model_args: ModelArguments, training_args: TrainingConfig) -
             problems.append(f"lora_dropout must be at least 0 and below 1, got {model_args.lora_dropout}")
     if model_args.method == "prompt_tuning":
         positive("num_virtual_tokens", model_args.num_virtual_tokens)
+    problems += evaluation_problems(args, data_args, positive)
+    return problems
+
+
+# What generation_eval adds to the evaluation metrics, without the `eval_` prefix.
+GENERATION_METRICS = ("rouge_l", "bleu", "exact_match", "ended_at_eos")
+
+
+def evaluation_problems(args: TrainingConfig, data_args: DataArguments | None, positive: Any) -> list[str]:
+    """generation_eval, metric_for_best_model and early stopping: settings that would otherwise fail at the
+    first evaluation, minutes into training, or never take effect."""
+    problems: list[str] = []
+    evaluates = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
+    if args.generation_eval_records is not None:
+        positive("generation_eval_records", args.generation_eval_records)
+    positive("generation_eval_max_new_tokens", args.generation_eval_max_new_tokens)
+    if args.generation_eval and not evaluates:
+        problems.append(
+            "generation_eval needs evaluations, but eval_strategy is no; set eval_strategy to epoch, "
+            "or to steps with eval_steps"
+        )
+    if args.generation_eval and data_args is not None and data_args.train_fraction + data_args.test_fraction > 1 - 1e-9:
+        problems.append(
+            f"generation_eval needs a validation split, but train_fraction {data_args.train_fraction} and "
+            f"test_fraction {data_args.test_fraction} leave none; lower one of them (validation gets what is left)"
+        )
+    metric = args.metric_for_best_model
+    if metric is not None and metric.removeprefix("eval_") in GENERATION_METRICS and not args.generation_eval:
+        problems.append(
+            f"metric_for_best_model {metric} is a generation metric; set generation_eval true to compute it"
+        )
+    if args.early_stopping_patience is not None:
+        positive("early_stopping_patience", args.early_stopping_patience)
+        if not evaluates:
+            problems.append(
+                "early_stopping_patience needs evaluations, but eval_strategy is no; set eval_strategy to epoch, "
+                "or to steps with eval_steps"
+            )
+        if metric is None:
+            problems.append(
+                "early_stopping_patience needs metric_for_best_model, the figure to watch: eval_loss, or "
+                "eval_rouge_l with generation_eval true"
+            )
     return problems
 
 

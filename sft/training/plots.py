@@ -1,4 +1,5 @@
-"""Loss curves: training and validation loss against epochs, tokens seen on a second axis."""
+"""Loss curves: training and validation loss against epochs, tokens seen on a second axis; below them,
+where the run had generation_eval, the validation generation metrics against epochs."""
 
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,26 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path) -> li
     tokens = [
         (e["epoch"], e["num_input_tokens_seen"]) for e in log_history if "num_input_tokens_seen" in e and "epoch" in e
     ]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
+    generated = generation_series(log_history)
+    if generated:
+        figure, (axis, lower) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, height_ratios=(1, 1))
+    else:
+        figure, axis = plt.subplots(figsize=(6, 3.5))
     if train:
         axis.plot(*zip(*train), label="Training loss")
     if valid:
         axis.plot(*zip(*valid), linestyle="-.", marker="o", label="Validation loss")
     axis.set_xlabel("Epochs")
     axis.set_ylabel("Loss")
+    if generated:
+        axis.set_xlabel("")
+        axis.tick_params(labelbottom=True)
+        for label, points in generated.items():
+            lower.plot(*zip(*points), marker="o", label=label)
+        lower.set_xlabel("Epochs")
+        lower.set_ylabel("Generated responses")
+        lower.set_ylim(-0.02, 1.02)
+        lower.legend(loc="best", fontsize="small")
     if train or valid:  # a run shorter than one logging interval has nothing to label
         axis.legend(loc="upper right")
     if len(tokens) >= 2:
@@ -47,3 +61,18 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path) -> li
         paths.append(path)
     plt.close(figure)
     return paths
+
+
+def generation_series(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """(epoch, value) per generation metric in the log, labelled as tables label them; BLEU, a 0-100
+    score, divided by 100 so that every series shares the 0-1 axis. Empty without generation_eval."""
+    from sft.evaluation.metrics import BLEU, HEADLINE
+
+    series = {}
+    for figure in HEADLINE:
+        key = f"eval_{figure.key}"
+        scale = 100.0 if figure is BLEU else 1.0
+        points = [(e["epoch"], e[key] / scale) for e in log_history if key in e and "epoch" in e]
+        if points:
+            series[f"{figure.label} / 100" if scale != 1.0 else figure.label] = points
+    return series

@@ -41,9 +41,26 @@ class TrainingProgress(TrainerCallback):
         if logs and "loss" in logs:
             self.last_loss = float(logs["loss"])
         if self.bar is not None and logs and "eval_loss" in logs:
-            self.bar.write(f"epoch {logs.get('epoch', 0):.2f}: validation loss {logs['eval_loss']:.4f}")
+            self.bar.write(validation_line(logs))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def validation_line(logs: dict[str, Any]) -> str:
+    """`epoch 0.50: validation loss 2.3456`, and the generation metrics where generation_eval added them."""
+    from sft.evaluation.metrics import HEADLINE
+
+    line = f"epoch {logs.get('epoch', 0):.2f}: validation loss {logs['eval_loss']:.4f}"
+    figures = [
+        f"{figure.label} {figure.show(logs[f'eval_{figure.key}'])}"
+        for figure in HEADLINE
+        if f"eval_{figure.key}" in logs
+    ]
+    if figures:
+        line += ", " + ", ".join(figures)
+        if isinstance(logs.get("eval_runtime"), (int, float)):
+            line += f" ({logs['eval_runtime']:.1f} s)"
+    return line

@@ -13,11 +13,12 @@ logger = logging.getLogger("sft.train")
 def train(recipe: Recipe) -> dict[str, Any]:
     """Run one recipe end to end; returns the metrics written to metrics.json."""
     import datasets
-    from transformers import PrinterCallback, set_seed
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     from sft.data.split import load_splits
     from sft.data.template import PromptTemplate
     from sft.data.tokenize import tokenize_dataset
+    from sft.errors import SFTError
     from sft.models.load import load_model, load_tokenizer, resolve_model
     from sft.paths import check_writable
     from sft.training.allocator import keep_freed_memory
@@ -74,6 +75,12 @@ def train(recipe: Recipe) -> dict[str, Any]:
         if recipe.resume:
             resume_from = resume_checkpoint(output_dir, recipe.resume, training_args.force_resume)
             check_same_run(resume_from, run_fingerprint, training_args.force_resume)
+        if training_args.generation_eval and not splits["validation"]:
+            raise SFTError(
+                f"generation_eval needs validation records, and the split gives none ({len(splits['train'])} "
+                f"train, {len(splits['test'])} test); lower train_fraction ({data_args.train_fraction}) or "
+                f"test_fraction ({data_args.test_fraction}), or add records"
+            )
         train_set = tokenize_dataset(datasets.Dataset.from_list(splits["train"]), tokenizer, template)
         eval_set = None
         if splits["validation"] and training_args.eval_strategy != "no":
@@ -95,14 +102,35 @@ def train(recipe: Recipe) -> dict[str, Any]:
                 ", ".join(frozen[:4]) + (" ..." if len(frozen) > 4 else ""),
             )
 
-        trainer = LeanLossSFTTrainer(
+        callbacks: list[Any] = [TrainingProgress(), SaveFingerprint(run_fingerprint)]
+        if training_args.early_stopping_patience is not None:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
+        trainer_kwargs: dict[str, Any] = {}
+        trainer_class: type[LeanLossSFTTrainer] = LeanLossSFTTrainer
+        if training_args.generation_eval:
+            from sft.training.generation_eval import GenerationEval, GenerationEvalSFTTrainer
+
+            # Planned now, so that a prompt with no room left for a response fails before training.
+            records = splits["validation"][: training_args.generation_eval_records]
+            trainer_class = GenerationEvalSFTTrainer
+            trainer_kwargs["generation_eval"] = GenerationEval(
+                model, tokenizer, records, template, training_args.generation_eval_max_new_tokens
+            )
+            if main_process:
+                logger.info(
+                    "Generating %d validation responses (greedy, up to %d new tokens) at every evaluation",
+                    len(records),
+                    training_args.generation_eval_max_new_tokens,
+                )
+        trainer = trainer_class(
             model=model,
             args=training_args,
             train_dataset=train_set,
             eval_dataset=eval_set,
             processing_class=tokenizer,
             peft_config=peft_config,
-            callbacks=[TrainingProgress(), SaveFingerprint(run_fingerprint)],
+            callbacks=callbacks,
+            **trainer_kwargs,
         )
         trainer.remove_callback(PrinterCallback)  # raw log dicts; the bar and metrics.json carry them
         if main_process and peft_config is not None:
@@ -125,7 +153,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
         if training_args.world_size > 1:
             # Every rank reports the loss it agreed on, so multi-process runs can be checked.
             rank = f"rank {training_args.process_index}/{training_args.world_size}"
-            print(f"{rank}: train_loss={metrics['train_loss']:.6f}", flush=True)
+            agreed = f"{rank}: train_loss={metrics['train_loss']:.6f}"
+            if "eval_rouge_l" in metrics:  # generation_eval: every rank must hold the same figures
+                agreed += f" eval_rouge_l={metrics['eval_rouge_l']!r} eval_bleu={metrics['eval_bleu']!r}"
+            print(agreed, flush=True)
 
         # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot,
         # all staged first and then moved into place, so a kill leaves the old run or the new one.

@@ -16,6 +16,11 @@ METRICS_DIR = Path(__file__).resolve().parent
 METRIC_NAMES = ("rouge_l", "bleu", "exact_match")
 
 
+def interval_key(key: str) -> str:
+    """The key of a figure's 95% bootstrap interval in the metrics files: `rouge_l_ci` for `rouge_l`."""
+    return f"{key}_ci"
+
+
 @dataclass(frozen=True)
 class Figure:
     """One reported figure: its key in metrics.json, its label in every table, and its format."""
@@ -24,11 +29,23 @@ class Figure:
     label: str
     format: str
 
+    @property
+    def interval_key(self) -> str:
+        return interval_key(self.key)
+
     def show(self, value: Any) -> str:
         return self.format.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
     def show_change(self, delta: float) -> str:
-        return ("+" if delta >= 0 else "") + self.show(delta)
+        text = self.show(delta + 0.0 if isinstance(delta, (int, float)) else delta)  # + 0.0: -0.0 shows as +0
+        return text if text.startswith(("-", "–")) else "+" + text
+
+    def show_interval(self, interval: Any, signed: bool = False) -> str:
+        """`[low, high]` in the figure's format, signed as changes when `signed`; "–" when there is none."""
+        if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+            return "–"
+        show = self.show_change if signed else self.show
+        return f"[{show(interval[0])}, {show(interval[1])}]"
 
 
 ROUGE_L = Figure("rouge_l", "ROUGE-L", "{:.4f}")
