@@ -26,6 +26,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 MODEL_CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
 MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 # What `sft eval` and `sft compare` write into their output directory. None shares a name with a training
@@ -299,7 +300,7 @@ TRAINING_OUTPUTS = (
     *MODEL_WEIGHTS,
     "model-*-of-*.safetensors",
     MODEL_CONFIG,
-    "generation_config.json",
+    GENERATION_CONFIG,
     ADAPTER_CONFIG,
     *ADAPTER_WEIGHTS,
     "README.md",  # PEFT writes a model card stub beside an adapter

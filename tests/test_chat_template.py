@@ -60,3 +60,40 @@ def test_a_conversation_renders_turn_by_turn(gpt2_tokenizer) -> None:
     )
     closed = gpt2_tokenizer.apply_chat_template(conversation[:3], tokenize=False)
     assert closed.endswith(f"### Response:\nB{eos}")  # an answer ends with the EOS training taught
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A full fine-tune, a LoRA adapter and its merge, from the tiny recipe, with a preamble of their own."""
+    from pathlib import Path
+
+    from sft.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml")
+    common = ["--max_steps", "1", "--eval_strategy", "no", "--prompt_preamble", "Answer with care."]
+    assert main(["train", recipe, "--output_dir", str(root / "full"), *common]) == 0
+    llama = ["--model_name_or_path", "sft-tiny-llama", "--method", "lora"]
+    assert main(["train", recipe, "--output_dir", str(root / "lora"), *llama, *common]) == 0
+    assert main(["merge", str(root / "lora"), "--output", str(root / "merged")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("kind", ["full", "lora", "merged"])
+def test_a_saved_fine_tune_prompts_the_same_through_apply_chat_template(trained, kind) -> None:
+    """What another runtime sends through the saved tokenizer's chat template is what `sft generate` sends."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from sft.inference.generate import Generator, load_for_inference
+
+    directory = trained / kind
+    generator = Generator(*load_for_inference(str(directory)))
+    assert generator.template.preamble == "Answer with care."
+    tokenizer = AutoTokenizer.from_pretrained(directory)  # as any runtime loads it
+    for instruction, input in RECORDS:
+        ids = generator.encode([{"instruction": instruction, "input": input}])[0]
+        assert chat_ids(tokenizer, messages(instruction, input)) == ids, (kind, instruction, input)
+    eos = json.loads((directory / "generation_config.json").read_text())["eos_token_id"]
+    assert tokenizer.eos_token_id in (eos if isinstance(eos, list) else [eos])

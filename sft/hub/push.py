@@ -19,6 +19,7 @@ from sft.hub.model_card import hub_base_id, render_model_card
 from sft.paths import (
     ADAPTER_CONFIG,
     EVAL_METRICS_FILE,
+    GENERATION_CONFIG,
     HUB_STAGING_DIR,
     LOSS_PLOT,
     METRICS_FILE,
@@ -37,7 +38,7 @@ UPLOAD_PATTERNS = (
     "*.safetensors",
     "model.safetensors.index.json",
     "config.json",
-    "generation_config.json",
+    GENERATION_CONFIG,
     ADAPTER_CONFIG,
     *TOKENIZER_FILES,
     TEMPLATE_FILE,

@@ -12,6 +12,7 @@ from sft.models.load import OFFLINE_DEFAULT, TINY_MODELS, adapter_base, is_adapt
 from sft.paths import (
     ADAPTER_CONFIG,
     EVAL_METRICS_FILE,
+    GENERATION_CONFIG,
     LOSS_PLOT,
     METRICS_FILE,
     MODEL_CONFIG,
@@ -35,7 +36,7 @@ MERGED_FILES = (
     *MODEL_WEIGHTS,
     "model-*-of-*.safetensors",
     MODEL_CONFIG,
-    "generation_config.json",
+    GENERATION_CONFIG,
     *TOKENIZER_FILES,
     *CARRIED_FILES,
 )
@@ -47,6 +48,7 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     the merged model's files are replaced there."""
     import torch
 
+    from sft.models.chat_template import stop_at_trained_eos
     from sft.models.load import load_model, load_tokenizer
 
     adapter_dir, output = Path(adapter_dir), Path(output_dir)
@@ -58,6 +60,7 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path, overwrite: bo
     model = load_model(str(adapter_dir), dtype=torch.float32)
     tokenizer = load_tokenizer(str(adapter_dir))
     merged = model.merge_and_unload()
+    stop_at_trained_eos(merged.generation_config, tokenizer)
     with staged_output(output, owned=MERGED_FILES) as staging:
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

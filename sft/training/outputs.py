@@ -18,6 +18,7 @@ from sft.paths import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     CHECKPOINT_PREFIX,
+    GENERATION_CONFIG,
     INCOMPLETE_MARKER,
     LOCK_FILE,
     METRICS_FILE,
@@ -198,13 +199,18 @@ def final_staging(output_dir: str | Path, main_process: bool) -> Iterator[Path]:
 def save_run_files(
     trainer: Any, tokenizer: Any, template: Any, metrics: dict[str, Any], recipe: dict[str, Any], output_dir: Path
 ) -> None:
-    """Everything but the weights: tokenizer, prompt template, recipe, metrics, trainer state, loss plot."""
+    """Everything but the weights: tokenizer with the chat template of the prompt it was trained on,
+    generation config (an adapter's too), prompt template, recipe, metrics, trainer state, loss plot."""
+    from sft.models.chat_template import install_chat_template
     from sft.training.plots import plot_losses
 
     output_dir = Path(output_dir)
     # The Trainer pickles its arguments beside the model; sft_config.yaml carries them instead.
     (output_dir / "training_args.bin").unlink(missing_ok=True)
+    install_chat_template(tokenizer, template)
     tokenizer.save_pretrained(output_dir)
+    if not (output_dir / GENERATION_CONFIG).is_file():  # PEFT saves an adapter without one
+        trainer.accelerator.unwrap_model(trainer.model).generation_config.save_pretrained(output_dir)
     template.save(output_dir)
     atomic_write_text(output_dir / RECIPE_FILE, dump_yaml(recipe))
     trainer.state.save_to_json(str(output_dir / TRAINER_STATE_FILE))

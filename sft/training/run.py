@@ -19,6 +19,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     from sft.data.template import PromptTemplate
     from sft.data.tokenize import tokenize_dataset
     from sft.errors import SFTError
+    from sft.models.chat_template import stop_at_trained_eos
     from sft.models.load import load_model, load_tokenizer, resolve_model
     from sft.paths import check_writable
     from sft.training.allocator import keep_freed_memory
@@ -160,6 +161,8 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
         # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot,
         # all staged first and then moved into place, so a kill leaves the old run or the new one.
+        # Runtimes that read generation_config.json stop at the EOS training taught.
+        stop_at_trained_eos(trainer.accelerator.unwrap_model(trainer.model).generation_config, tokenizer)
         with final_staging(output_dir, main_process) as staging:
             trainer.save_model(str(staging))
             if main_process:
