@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import re
-import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from sft.errors import SFTError
+from sft.models.load import safetensors_problem
 from sft.paths import ADAPTER_WEIGHTS, CHECKPOINT_PREFIX, MODEL_WEIGHTS, TRAINER_STATE_FILE, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def checkpoint_problem(folder: Path, needs_optimizer: bool = True) -> str | None
     if not weights:
         return "it holds no model or adapter weights"
     for path in weights:
-        if path.suffix == ".safetensors" and not safetensors_complete(path):
+        if path.suffix == ".safetensors" and safetensors_problem(path):
             return f"{path.name} is cut off"
     for name in OPTIMIZER_STATE:
         path = folder / name
@@ -95,18 +95,6 @@ def checkpoint_problem(folder: Path, needs_optimizer: bool = True) -> str | None
         elif not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no directory
             return f"{name} is cut off"
     return None
-
-
-def safetensors_complete(path: Path) -> bool:
-    """Whether a safetensors file holds every byte its header announces (a cheap read of the header)."""
-    try:
-        with path.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-    except (struct.error, ValueError, OSError):
-        return False
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    return path.stat().st_size >= 8 + length + max(ends, default=0)
 
 
 def checkpoint_step(folder: Path) -> int:
