@@ -27,6 +27,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("sft.train", "main", "fine-tune a model from a YAML recipe (full, LoRA or prompt tuning)"),
     "generate": Command("sft.inference.commands", "generate_command", "one response for one instruction"),
     "chat": Command("sft.inference.commands", "chat_command", "talk to a model interactively, with streamed responses"),
+    "serve": Command("sft.inference.commands", "serve_command", "serve a model over an OpenAI-compatible HTTP API"),
+    "ui": Command("sft.inference.commands", "ui_command", "a local web page to chat with a model and rate its answers"),
     "eval": Command("sft.evaluation.commands", "eval_command", "generate responses for a data split and score them"),
     "score": Command(
         "sft.evaluation.commands",

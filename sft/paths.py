@@ -42,6 +42,9 @@ JUDGEMENTS_FILE = "judgements.json"
 JUDGE_METRICS_FILE = "judge_metrics.json"
 JUDGE_REPORT_FILE = "judge_report.md"
 JUDGE_CACHE_FILE = "judge_cache.jsonl"  # answers as they arrive, so a stopped run resumes
+# Human ratings of a responses file, saved beside it by the review tab of `sft ui`; the format is in
+# sft/evaluation/agreement.py. `sft score` and `sft eval` read them; nothing sft writes replaces them.
+HUMAN_RATINGS_FILE = "human_ratings.json"
 # Where `sft push --dry-run` stages the exact upload, inside the model directory.
 HUB_STAGING_DIR = "hub-upload"
 # Where `sft reproduce` puts the fine-tune's evaluation.

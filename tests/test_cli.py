@@ -9,7 +9,7 @@ import pytest
 from sft.cli import COMMANDS
 from sft.cli import main as sft_main
 
-HEAVY = ("torch", "transformers", "trl", "peft", "evaluate", "datasets", "numpy")
+HEAVY = ("torch", "transformers", "trl", "peft", "evaluate", "datasets", "numpy", "gradio", "scipy", "openai")
 
 
 def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -225,3 +225,69 @@ def test_help(capsys):
         sft_main(["compare", "--help"])
     assert exit_info.value.code == 0
     assert "--base" in capsys.readouterr().out
+
+
+def test_compare_with_a_judge(tiny_model_dir, talkative_dir, alpaca_records, alpaca_file, tmp_path, capsys):
+    """The silent base's empty responses get 20 from the judge; the talkative model's get 80, except record 0's,
+    which gets 10: the judge score's paired change, its interval, wins / ties / losses and the record that dropped."""
+    from judge_server import FakeJudge, verdict
+
+    from sft.inference.generate import generate_responses, load_for_inference
+    from sft.inference.settings import GenerationSettings
+
+    model, tokenizer, _ = load_for_inference(str(talkative_dir))
+    answer = generate_responses(model, tokenizer, alpaca_records[:1], GenerationSettings(max_new_tokens=6))[0].text
+    assert answer.strip()
+    data, out = alpaca_file, tmp_path / "compare"
+    # Markers are found in the question the judge is asked: record 0's reference answer, then the response.
+    script = {
+        "<response>\n\n</response>": [verdict(20, "empty")],
+        f"{alpaca_records[0]['output']}\n</reference_answer>\n\n<response>\n{answer}\n": [verdict(10, "worse")],
+    }
+    argv = ["compare", "--base", str(tiny_model_dir), "--model", str(talkative_dir), "--data", str(data)]
+    argv += ["--split", "all", "--max-new-tokens", "6", "--output-dir", str(out), "--no-progress"]
+    with FakeJudge(script, default=verdict(80, "good")) as fake:
+        argv += ["--judge-endpoint", fake.url, "--judge-model", "j"]
+        assert sft_main(argv) == 0
+        assert len(fake.requests) == 8
+        assert sft_main(argv) == 0  # both models' caches answer everything
+        assert len(fake.requests) == 8
+    comparison = read(out / "compare.json")
+    assert comparison["base"]["judge_score"] == 20 and comparison["model"]["judge_score"] == pytest.approx(62.5)
+    assert comparison["change"]["judge_score"] == pytest.approx(42.5)  # (-10 + 60 * 3) / 4
+    low, high = comparison["change_ci"]["judge_score"]
+    assert -10 <= low <= 42.5 <= high <= 60 and low > 0
+    assert comparison["within_noise"]["judge_score"] is False
+    assert comparison["wins_ties_losses"]["judge_score"] == {"wins": 3, "ties": 0, "losses": 1}
+    assert comparison["judge"]["paired"] == 4 and comparison["judge"]["judge_model"] == "j"
+    assert [d["index"] for d in comparison["judge_drops"]] == [0]
+    drop = comparison["judge_drops"][0]
+    assert (drop["base_judge_score"], drop["model_judge_score"], drop["judge_score_change"]) == (20, 10, -10)
+    for role in ("base", "model"):
+        assert {"judgements.json", "judge_cache.jsonl"} <= {p.name for p in (out / role).iterdir()}
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert f"| judge score | 20.0 | 62.5 | +42.5 | [{low:+.1f}, {high:+.1f}] | 3 / 0 / 1 |  |" in report
+    assert "## The record whose judge score dropped most" in report
+    assert "| 0 | 20 | 10 | -10 |" in report and "| empty |" in report and "| worse |" in report
+    printed = capsys.readouterr().out.split("results in")[-2]  # the second run's lines
+    judge_line = next(line for line in printed.splitlines() if line.startswith("judge score"))
+    assert judge_line.split()[2:5] == ["20.0", "62.5", "+42.5"] and judge_line.split()[-1] == "3/0/1"
+    assert "4 of 4 records scored for both models" in printed and "0 requests sent, 4 records from the cache" in printed
+
+
+def test_compare_judge_changes_only_over_records_scored_for_both():
+    from sft.evaluation.compare import judge_paired_changes
+    from sft.evaluation.evaluate import Evaluation
+
+    def evaluation(scores):
+        per_record = [{"index": i, "judge_score": score} for i, score in enumerate(scores)]
+        scored = [s for s in scores if s is not None]
+        metrics = {"judge_score": sum(scored) / len(scored), "per_record": per_record, "judge": {"judge_model": "j"}}
+        return Evaluation(metrics, [])
+
+    found = judge_paired_changes(evaluation([10, None, 50, 40]), evaluation([30, 90, None, 40]))
+    assert found["change"]["judge_score"] == pytest.approx(10.0)  # records 0 and 3: +20 and 0
+    assert found["wins_ties_losses"]["judge_score"] == {"wins": 1, "ties": 1, "losses": 0}
+    assert found["judge"] == {"judge_model": "j", "paired": 2}
+    low, high = found["change_ci"]["judge_score"]
+    assert 0 <= low <= high <= 20 and found["within_noise"]["judge_score"] == (low <= 0 <= high)

@@ -1,6 +1,7 @@
 """`sft eval` and `evaluate_model` on the tiny model: files, keys, splits, kinds; the eval report."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,120 @@ def test_evaluating_into_the_model_directory_keeps_its_training_files(tmp_path):
     assert sft_main([*argv, "--output-dir", str(model), "--no-progress"]) == 0
     assert read(model / "metrics.json") == training
     assert read(model / "eval_metrics.json")["n"] == 2
+
+
+# With an LLM judge (a scripted OpenAI-compatible server on 127.0.0.1) -------------------------------------
+
+JUDGED = {"passive": 30, "capital": 90, "Chinese": 60, "sentiment": 10}  # a marker in each record's instruction
+
+
+def eval_argv(model, data, out, fake, *extra):
+    argv = ["eval", "--model", str(model), "--data", str(data), "--split", "all", "--max-new-tokens", "3"]
+    return [
+        *argv,
+        "--output-dir",
+        str(out),
+        "--no-progress",
+        "--judge-endpoint",
+        fake.url,
+        "--judge-model",
+        "j",
+        *extra,
+    ]
+
+
+def test_eval_with_a_judge_and_human_ratings(tiny_model_dir, alpaca_file, tmp_path, capsys):
+    from judge_server import FakeJudge, verdict
+
+    out = tmp_path / "eval"
+    script = {marker: [verdict(score, f"because {marker}")] for marker, score in JUDGED.items()}
+    with FakeJudge(script) as fake:
+        assert sft_main(eval_argv(tiny_model_dir, alpaca_file, out, fake)) == 0
+        assert len(fake.requests) == 4
+        first = capsys.readouterr().out
+        metrics = read(out / "eval_metrics.json")
+        assert metrics["judge_score"] == pytest.approx(47.5)
+        low, high = metrics["judge_score_ci"]
+        assert 10 <= low < 47.5 < high <= 90
+        assert (metrics["judge_scored"], metrics["judge_unscored"]) == (4, 0)
+        assert [r["judge_score"] for r in metrics["per_record"]] == [30, 90, 60, 10]
+        judge = metrics["judge"]
+        assert (judge["judge_model"], judge["rubric"], judge["requests"], judge["from_cache"]) == (
+            "j",
+            "reference",
+            4,
+            0,
+        )
+        assert judge["endpoint"] == fake.url and judge["settings"]["api_key_env"] == "OPENAI_API_KEY"
+        judgements = read(out / "judgements.json")
+        assert [(j["index"], j["score"], j["reason"]) for j in judgements][1] == (1, 90, "because capital")
+        assert (out / "judge_cache.jsonl").is_file()
+        assert re.search(r"^judge score +47\.5 +\[\d+\.\d, \d+\.\d\]$", first, re.MULTILINE), first
+        assert "judge j at " in first and "4 requests sent, 0 records from the cache" in first
+        report = (out / "report.md").read_text(encoding="utf-8")
+        assert f"| judge score | 47.5 | [{low:.1f}, {high:.1f}] |" in report
+        lowest = report.split("## The 4 records the judge scored lowest")[1]
+        assert lowest.index("| 3 | 10 |") < lowest.index("| 0 | 30 |") < lowest.index("| 1 | 90 |")
+        assert "because sentiment" in lowest and "Judge `j` at" in report
+
+        # A person rated the responses; the rerun (same greedy responses) asks the judge nothing again.
+        ratings = [
+            {"index": i, "relevance": v, "accuracy": v, "fluency": v, "completeness": v}
+            for i, v in ((0, 2), (1, 5), (2, 4), (3, 1))
+        ]
+        (out / "human_ratings.json").write_text(json.dumps({"responses": "responses.json", "ratings": ratings}))
+        assert sft_main(eval_argv(tiny_model_dir, alpaca_file, out, fake)) == 0
+        assert len(fake.requests) == 4  # nothing asked the second time
+    again = capsys.readouterr().out
+    assert "0 requests sent, 4 records from the cache" in again
+    metrics = read(out / "eval_metrics.json")
+    assert metrics["judge_score"] == pytest.approx(47.5) and metrics["judge"]["from_cache"] == 4
+    human = metrics["human_ratings"]
+    assert human["rated"] == 4 and human["agreement"]["overall"]["spearman"] == pytest.approx(1.0)
+    assert "human ratings (human_ratings.json): 4 of 4 records rated" in again
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Human ratings" in report and "| overall (mean of 4) | 4 | " in report
+
+
+def test_eval_with_the_dimensions_rubric_and_an_unscored_record(tiny_model_dir, alpaca_file, tmp_path, capsys):
+    from judge_server import FakeJudge, reply, verdict
+
+    out = tmp_path / "eval"
+    dims = dict(relevance=4, accuracy=2, fluency=5, completeness=3)
+    script = {"capital": [verdict(80, "ok", **dims)], "sentiment": [reply("no idea")]}
+    with FakeJudge(script, default=verdict(40, "meh", **{**dims, "accuracy": 4})) as fake:
+        argv = eval_argv(tiny_model_dir, alpaca_file, out, fake, "--judge-rubric", "dimensions")
+        assert sft_main([*argv, "--judge-reply-retries", "0", "--judge-concurrency", "1"]) == 0
+    metrics = read(out / "eval_metrics.json")
+    assert metrics["judge_score"] == pytest.approx((80 + 40 + 40) / 3)
+    assert (metrics["judge_scored"], metrics["judge_unscored"]) == (3, 1)
+    assert metrics["judge_accuracy"] == pytest.approx((2 + 4 + 4) / 3) and metrics["judge_fluency"] == 5
+    assert metrics["per_record"][3]["judge_score"] is None and metrics["per_record"][1]["judge_accuracy"] == 2
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| judge accuracy (1-5) | 3.33 |" in report and "## Unscored records" in report
+    printed = capsys.readouterr().out
+    assert "(3 scored, 1 unscored)" in printed and "judge relevance (1-5)" in printed
+
+
+def test_judge_options_need_the_endpoint_and_model_and_are_checked_first(tiny_model_dir, alpaca_file, capsys):
+    argv = ["eval", "--model", str(tiny_model_dir), "--data", str(alpaca_file), "--split", "all"]
+    with pytest.raises(SystemExit) as exit_info:
+        sft_main([*argv, "--judge-rubric", "dimensions", "--judge-endpoint", "http://127.0.0.1:9/v1"])
+    assert exit_info.value.code == 2
+    assert "--judge-endpoint, --judge-rubric needs both --judge-endpoint and --judge-model" in capsys.readouterr().err
+    assert sft_main([*argv, "--judge-endpoint", "localhost:11434", "--judge-model", "m"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "--judge-endpoint must be an http(s) URL" in errors[0], errors
+
+
+def test_eval_without_a_judge_writes_no_judge_keys(tmp_path, alpaca_records):
+    from sft.inference.generate import load_for_inference
+
+    model, tokenizer, template = load_for_inference("sft-tiny-gpt2")
+    metrics = evaluate_model(
+        "m", alpaca_records, tmp_path, GenerationSettings(max_new_tokens=2), model=model, tokenizer=tokenizer,
+        template=template, progress=False,
+    ).metrics  # fmt: skip
+    assert set(metrics) == METRIC_KEYS | {"mean_new_tokens", "bleu_tokenize"}
+    assert not any(name.startswith("judge") for name in (*metrics, *metrics["per_record"][0]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_metrics.json", "report.md", "responses.json"]

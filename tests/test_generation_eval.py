@@ -22,6 +22,7 @@ FIGURES = ("eval_rouge_l", "eval_bleu", "eval_exact_match", "eval_ended_at_eos")
 # Small enough for seconds, and the tiny model learns these answers within a few steps at lr 1e-2, so the
 # generation metrics move between evaluations (a random two-layer model on sft-synth scores 0 throughout).
 FAST = ["--learning_rate", "1e-2", "--generation_eval_max_new_tokens", "24"]
+JUDGE = ["--generation_eval_judge_endpoint", "http://127.0.0.1:9/v1", "--generation_eval_judge_model", "m"]
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +207,39 @@ def test_adapters_and_checkpointing(tmp_path: Path, easy_data: str, extra: list[
             "early_stopping_patience must be a whole number",
         ),
         (["--early_stopping_patience", "2"], "early_stopping_patience needs metric_for_best_model"),
+        (
+            ["--generation_eval", "true", "--generation_eval_judge_endpoint", "http://127.0.0.1:9/v1"],
+            "generation_eval_judge_endpoint needs generation_eval_judge_model too",
+        ),
+        (
+            [*JUDGE, "--generation_eval", "false"],
+            "generation_eval_judge_endpoint and generation_eval_judge_model judge generation_eval's responses",
+        ),
+        (
+            ["--generation_eval", "true", "--generation_eval_judge_endpoint", "localhost:11434"]
+            + ["--generation_eval_judge_model", "m"],
+            "generation_eval_judge_endpoint must be an http(s) URL",
+        ),
+        (
+            [*JUDGE, "--generation_eval", "true", "--generation_eval_judge_api_key_env", "SFT_UNSET_JUDGE_KEY"],
+            "generation_eval_judge_api_key_env names SFT_UNSET_JUDGE_KEY, which is not set",
+        ),
+        (["--generation_eval", "true", "--metric_for_best_model", "eval_judge"], "eval_judge needs a judge"),
     ],
-    ids=["records", "max-new-tokens", "no-evaluations", "no-validation", "metric", "patience", "patience-metric"],
+    ids=[
+        "records",
+        "max-new-tokens",
+        "no-evaluations",
+        "no-validation",
+        "metric",
+        "patience",
+        "patience-metric",
+        "judge-model",
+        "judge-without-generation",
+        "judge-url",
+        "judge-key",
+        "judge-metric",
+    ],  # fmt: skip
 )
 def test_bad_values_are_one_line_errors(tmp_path: Path, capsys, extra: list[str], named: str) -> None:
     out = tmp_path / "bad"
@@ -283,3 +315,50 @@ def test_two_cpu_processes_agree_with_one(tmp_path: Path, easy_data: str, monkey
     assert (float(rouge_l), float(bleu)) == (scored["rouge_l"], scored["bleu"])  # as printed, in full
     for key in FIGURES:
         assert metrics[key] == pytest.approx(scored[key.removeprefix("eval_")], abs=1e-6), key
+
+
+def test_a_judge_grades_the_responses_at_every_evaluation(tmp_path: Path, easy_data: str, monkeypatch) -> None:
+    """eval_judge, the judge's mean over the validation responses, in every evaluation of trainer_state.json and
+    in metrics.json; answers cached in output_dir; the key's variable is named in the recipe, its value nowhere."""
+    from judge_server import FakeJudge, verdict
+
+    monkeypatch.setenv("SFT_TEST_JUDGE_KEY", "sk-trainingJudgeSecret0123456789")
+    out = tmp_path / "judged"
+    with FakeJudge({"capital": [verdict(90)], "Rewrite": [verdict(30)]}) as fake:
+        train(
+            out,
+            easy_data,
+            *("--generation_eval_records", "4", "--eval_strategy", "steps", "--eval_steps", "2", "--max_steps", "4"),
+            *("--generation_eval_judge_endpoint", fake.url, "--generation_eval_judge_model", "judge-m"),
+            *("--generation_eval_judge_api_key_env", "SFT_TEST_JUDGE_KEY"),
+        )
+        assert {r["headers"]["authorization"] for r in fake.requests} == {"Bearer sk-trainingJudgeSecret0123456789"}
+        asked = len(fake.requests)
+    evaluated = [entry for entry in state(out)["log_history"] if "eval_loss" in entry]
+    assert len(evaluated) == 3  # steps 2 and 4, and the final one for metrics.json
+    assert all(entry["eval_judge"] == pytest.approx(60.0) for entry in evaluated), evaluated
+    assert json.loads((out / "metrics.json").read_text())["eval_judge"] == pytest.approx(60.0)
+    cached = (out / "judge_cache.jsonl").read_text().splitlines()
+    assert asked == len({json.loads(line)["key"] for line in cached}) <= 12  # a response seen before is not asked
+    saved = (out / "sft_config.yaml").read_text()
+    assert "generation_eval_judge_api_key_env: SFT_TEST_JUDGE_KEY" in saved and "judge-m" in saved
+    for path in out.iterdir():
+        if path.is_file():
+            assert b"trainingJudgeSecret" not in path.read_bytes(), path
+
+
+def test_a_judge_that_scores_nothing_leaves_eval_judge_out(tmp_path: Path, easy_data: str, caplog) -> None:
+    from judge_server import FakeJudge, reply
+
+    out = tmp_path / "unscored"
+    with FakeJudge(default=reply("I cannot grade this.")) as fake:
+        train(
+            out,
+            easy_data,
+            *("--generation_eval_records", "2", "--eval_strategy", "steps", "--eval_steps", "2", "--max_steps", "2"),
+            *("--generation_eval_judge_endpoint", fake.url, "--generation_eval_judge_model", "judge-m"),
+        )
+    evaluated = [entry for entry in state(out)["log_history"] if "eval_loss" in entry]
+    assert evaluated and all("eval_judge" not in entry and "eval_rouge_l" in entry for entry in evaluated)
+    warnings = [r.getMessage() for r in caplog.records if "eval_judge left out" in r.getMessage()]
+    assert len(warnings) == len(evaluated) and "scored none of the 2 responses" in warnings[0], warnings

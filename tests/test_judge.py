@@ -475,3 +475,29 @@ def test_a_judgement_beside_its_evaluation_keeps_the_evaluation_s_files(tmp_path
         judge_file(path, settings(fake), out, progress=False)
     assert (out / "report.md").read_text() == "the evaluation's" and (out / "eval_metrics.json").read_text() == "{}"
     assert json.loads((out / "judge_metrics.json").read_text())["judge_score"] == 70
+
+
+def test_eval_and_compare_take_the_judge_s_options_with_judge_in_front() -> None:
+    """One helper builds both sets: the same defaults, choices and help; only the names differ."""
+    from sft.evaluation.commands import JUDGE_OPTIONS, make_compare_parser, make_eval_parser, make_judge_parser
+
+    def actions(parser):
+        return {option: action for action in parser._actions for option in action.option_strings}
+
+    judge = actions(make_judge_parser())
+    for embedded in (actions(make_eval_parser()), actions(make_compare_parser())):
+        for name, _, _ in JUDGE_OPTIONS:
+            own, prefixed = (
+                judge[f"--{name}"],
+                embedded[f"--{name}" if name.startswith("judge-") else f"--judge-{name}"],
+            )
+            for attribute in ("help", "choices", "type", "dest", "metavar"):
+                assert getattr(own, attribute) == getattr(prefixed, attribute), (name, attribute)
+            assert prefixed.default is None and not prefixed.required
+            assert own.required == (name in ("endpoint", "judge-model"))
+    assert judge["--rubric"].default == "reference" and judge["--api-key-env"].default == "OPENAI_API_KEY"
+    assert JudgeSettings(endpoint="http://x/v1", model="m", option_prefix="judge-").option("rubric") == "--judge-rubric"
+    assert (
+        JudgeSettings(endpoint="http://x/v1", model="m").record()
+        == JudgeSettings("http://x/v1", "m", "reference", option_prefix="judge-").record()
+    )

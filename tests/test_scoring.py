@@ -92,3 +92,66 @@ def test_help(capsys):
         sft_main(["score", "--help"])
     assert exit_info.value.code == 0
     assert "usage: sft score" in capsys.readouterr().out
+
+
+def responses_with_ratings(tmp_path, ratings=None, judgements=None):
+    records = [
+        {"instruction": f"q{i}", "input": "", "output": f"answer {i}", "model_response": f"answer {i % 2}"}
+        for i in range(5)
+    ]
+    path = tmp_path / "responses.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    if ratings is not None:
+        (tmp_path / "human_ratings.json").write_text(json.dumps(ratings), encoding="utf-8")
+    if judgements is not None:
+        (tmp_path / "judgements.json").write_text(json.dumps(judgements), encoding="utf-8")
+    return path
+
+
+def four(index, value):
+    return {"index": index, "relevance": value, "accuracy": value, "fluency": value, "completeness": value}
+
+
+def test_score_without_human_ratings_says_nothing_of_them(tmp_path, capsys):
+    path = responses_with_ratings(tmp_path)
+    output = tmp_path / "scores.json"
+    assert score_command([str(path), "--output", str(output)]) == 0
+    assert "human ratings" not in capsys.readouterr().out
+    assert "human_ratings" not in json.loads(output.read_text(encoding="utf-8"))
+
+
+def test_score_with_human_ratings_and_the_judge_beside(tmp_path, capsys):
+    ratings = {"responses": "responses.json", "ratings": [four(0, 2), four(1, 5), four(3, 4), four(4, 1)]}
+    path = responses_with_ratings(tmp_path, ratings)
+    assert score_command([str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "human ratings (human_ratings.json): 4 of 5 records rated, 1-5" in printed
+    assert re.search(r"^  relevance +3\.00  \[\d\.\d\d, \d\.\d\d\]$", printed, re.MULTILINE), printed
+    assert "no judge scores beside the file" in printed
+    # The judge ranks the rated records as the person does (record 2 it scored, the person did not).
+    judgements = [{"index": i, "score": score, "scored": True} for i, score in enumerate([30, 90, 50, 70, 10])]
+    path = responses_with_ratings(tmp_path, ratings, judgements)
+    output = tmp_path / "scores.json"
+    assert score_command([str(path), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "agreement of the human ratings with the judge" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("  overall (mean of 4)") and "1.0000" in line)
+    assert row.split()[4:] == ["4", row.split()[5], "1.0000", "1.0000"]
+    human = json.loads(output.read_text(encoding="utf-8"))["human_ratings"]
+    assert human["rated"] == 4 and human["means"]["overall"] == pytest.approx(3.0)
+    overall = human["agreement"]["overall"]
+    assert overall["n"] == 4 and overall["spearman"] == pytest.approx(1.0) and overall["kendall"] == pytest.approx(1.0)
+    # Two records with both: the count, and that correlations need three.
+    judgements = [{"index": 0, "score": 30, "scored": True}, {"index": 1, "score": 60, "scored": True}]
+    path = responses_with_ratings(tmp_path, ratings, judgements)
+    assert score_command([str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "correlations need at least 3 records rated by both" in printed
+
+
+def test_a_malformed_human_ratings_file_is_one_line(tmp_path, capsys):
+    ratings = {"responses": "responses.json", "ratings": [four(0, 2), {**four(1, 3), "fluency": 0}]}
+    path = responses_with_ratings(tmp_path, ratings)
+    assert sft_main(["score", str(path)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "human_ratings.json: ratings[1] (record 1): `fluency` is 0" in errors[0], errors

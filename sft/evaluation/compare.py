@@ -3,6 +3,10 @@
 Each model is evaluated into its own subdirectory (base/, model/: responses, metrics, report);
 DIR/compare.json and DIR/report.md hold the metric changes, each with its paired 95% bootstrap
 interval and per-record wins, ties and losses, and the per-record changes.
+
+With a judge, each model's responses are graded in its own subdirectory (with its own answer cache), and the
+judge score's change, its paired interval and the wins, ties and losses are taken over the records the judge
+scored for both models; the report lists the records whose judge score dropped most, with both reasons.
 """
 
 from collections.abc import Mapping, Sequence
@@ -16,6 +20,7 @@ from sft.paths import COMPARE_FILE, REPORT_FILE
 if TYPE_CHECKING:
     from sft.evaluation.bootstrap import BootstrapSettings
     from sft.evaluation.evaluate import Evaluation
+    from sft.evaluation.judge import JudgeSettings
 
 SHOWN = 10
 # ROUGE-L changes smaller than this are noise from ties, not a change in the response.
@@ -48,7 +53,59 @@ def record_changes(
                 "rouge_l_change": after - before,
             }
         )
+    if base.judgements is not None and tuned.judgements is not None:
+        for change, before, after in zip(changes, base.judgements, tuned.judgements):
+            both = before.scored and after.scored and before.score is not None and after.score is not None
+            change.update(
+                base_judge_score=before.score if before.scored else None,
+                model_judge_score=after.score if after.scored else None,
+                judge_score_change=after.score - before.score if both else None,
+                base_judge_reason=before.reason,
+                model_judge_reason=after.reason,
+            )
     return changes
+
+
+def judge_drops(changes: Sequence[Mapping[str, Any]], shown: int = SHOWN) -> list[Mapping[str, Any]]:
+    """The records whose judge score fell most from the base to the model (scored for both), largest fall first."""
+    fell = [c for c in changes if isinstance(c.get("judge_score_change"), (int, float)) and c["judge_score_change"] < 0]
+    return sorted(fell, key=lambda c: (c["judge_score_change"], c["index"]))[:shown]
+
+
+def judge_paired_changes(
+    base: "Evaluation", tuned: "Evaluation", bootstrap: "BootstrapSettings | None" = None
+) -> dict[str, Any]:
+    """For each judge figure both models have: the mean change (model minus base) over the records the judge
+    scored for both, its paired 95% bootstrap interval (the pairs resampled), whether it is within noise, and
+    wins / ties / losses on the per-record scores; `judge`: who judged and how many records were paired."""
+    from sft.evaluation.bootstrap import BootstrapSettings, mean_interval
+    from sft.evaluation.judge import JUDGE_FIGURES, JUDGE_SCORE
+
+    bootstrap = bootstrap or BootstrapSettings()
+    found: dict[str, Any] = {"change": {}, "change_ci": {}, "within_noise": {}, "wins_ties_losses": {}}
+    paired = 0
+    for figure in JUDGE_FIGURES:
+        if base.metrics.get(figure.key) is None or tuned.metrics.get(figure.key) is None:
+            continue
+        pairs = [
+            (float(before[figure.key]), float(after[figure.key]))
+            for before, after in zip(base.metrics["per_record"], tuned.metrics["per_record"])
+            if before.get(figure.key) is not None and after.get(figure.key) is not None
+        ]
+        if figure is JUDGE_SCORE:
+            paired = len(pairs)
+        if not pairs:
+            continue
+        deltas = [after - before for before, after in pairs]
+        interval = mean_interval(deltas, bootstrap)
+        found["change"][figure.key] = sum(deltas) / len(deltas)
+        found["change_ci"][figure.key] = interval
+        found["within_noise"][figure.key] = interval[0] <= 0 <= interval[1]
+        found["wins_ties_losses"][figure.key] = wins_ties_losses(*zip(*pairs))
+    info = base.metrics["judge"]
+    keep = ("judge_model", "rubric", "prompt_version", "endpoint", "temperature", "seed", "settings")
+    found["judge"] = {**{key: info[key] for key in keep if key in info}, "paired": paired}
+    return found
 
 
 def rank_changes(changes: Sequence[Mapping[str, Any]], shown: int = SHOWN) -> dict[str, Any]:
@@ -119,11 +176,13 @@ def compare_models(
     data: str | None = None,
     split: str | None = None,
     bootstrap: "BootstrapSettings | None" = None,
+    judge: "JudgeSettings | None" = None,
 ) -> dict[str, Any]:
     """Evaluate both models on `records` and write compare.json and report.md; returns the comparison.
 
     Both get the prompt template saved with the fine-tuned model (the default Alpaca one where it
-    saved none), so the two see identical prompts. Every interval is drawn with `bootstrap`.
+    saved none), so the two see identical prompts. Every interval is drawn with `bootstrap`. With
+    `judge`, both models' responses are graded too, each in its own subdirectory.
     """
     from sft.data.load import display_source
     from sft.data.template import PromptTemplate
@@ -135,7 +194,7 @@ def compare_models(
     output_dir = Path(output_dir)
     resolved = Path(resolve_model(model_name))
     template = PromptTemplate.for_model(resolved if resolved.is_dir() else None)
-    common = dict(progress=progress, data=data, split=split, template=template, bootstrap=bootstrap)
+    common = dict(progress=progress, data=data, split=split, template=template, bootstrap=bootstrap, judge=judge)
     base = evaluate_model(base_name, records, output_dir / "base", settings, **common)
     tuned = evaluate_model(model_name, records, output_dir / "model", settings, **common)
     changes = record_changes(records, base, tuned)
@@ -150,6 +209,12 @@ def compare_models(
         **rank_changes(changes),
         "per_record": changes,
     }
+    if judge is not None:
+        judged = judge_paired_changes(base, tuned, bootstrap)
+        for key in ("change", "change_ci", "within_noise", "wins_ties_losses"):
+            comparison[key].update(judged[key])
+        per_record = comparison.pop("per_record")
+        comparison.update(judge=judged["judge"], judge_drops=judge_drops(changes), per_record=per_record)
     atomic_write_json(output_dir / COMPARE_FILE, comparison)
     atomic_write_text(output_dir / REPORT_FILE, compare_report(comparison))
     return comparison

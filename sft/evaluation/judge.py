@@ -38,6 +38,7 @@ from typing import Any
 
 from sft.errors import DataError, SFTError
 from sft.evaluation.bootstrap import BootstrapSettings, mean_interval
+from sft.evaluation.metrics import Figure
 from sft.evaluation.score import RESPONSE_FIELD
 from sft.paths import JUDGE_CACHE_FILE, JUDGE_METRICS_FILE, JUDGE_REPORT_FILE, JUDGEMENTS_FILE
 
@@ -76,6 +77,17 @@ class JudgeSettings:
     api_key_env: str = "OPENAI_API_KEY"
     backoff: float = 1.0  # seconds before the first retry; doubled each retry, with jitter
     max_backoff: float = 30.0
+    # How messages name the options: "" for `sft judge`'s (--endpoint, --rubric), "judge-" for those of
+    # `sft eval` and `sft compare` (--judge-endpoint, --judge-rubric), or a recipe's keys. Not saved.
+    option_prefix: str = field(default="", compare=False)
+
+    def option(self, name: str) -> str:
+        """The option (or recipe key) called `name` in `sft judge`, as the user gave it here."""
+        if self.option_prefix.startswith("generation_eval_"):
+            return self.option_prefix + name.removeprefix("judge-").replace("-", "_")
+        if name.startswith("judge-"):
+            return f"--{name}"
+        return f"--{self.option_prefix}{name}"
 
     def check(self) -> None:
         """One line naming the first bad value, before any request."""
@@ -83,22 +95,24 @@ class JudgeSettings:
 
         if not is_url(self.endpoint):
             raise SFTError(
-                "--endpoint must be an http(s) URL of an OpenAI-compatible server, such as http://localhost:11434/v1 "
-                f"(ollama) or https://api.openai.com/v1, not {shown_endpoint(self.endpoint)!r}"
+                f"{self.option('endpoint')} must be an http(s) URL of an OpenAI-compatible server, such as "
+                "http://localhost:11434/v1 (ollama) or https://api.openai.com/v1, not "
+                f"{shown_endpoint(self.endpoint)!r}"
             )
         if not self.model.strip():
-            raise SFTError("--judge-model is empty; name the model the server should judge with")
+            raise SFTError(f"{self.option('judge-model')} is empty; name the model the server should judge with")
         if self.rubric not in RUBRICS:
-            raise SFTError(f"--rubric must be one of {', '.join(RUBRICS)}, not {self.rubric!r}")
+            raise SFTError(f"{self.option('rubric')} must be one of {', '.join(RUBRICS)}, not {self.rubric!r}")
         for name, value, least in (
-            ("--concurrency", self.concurrency, 1),
-            ("--timeout", self.timeout, 1e-9),
-            ("--retries", self.retries, 0),
-            ("--reply-retries", self.reply_retries, 0),
-            ("--max-tokens", self.max_tokens, 1),
+            ("concurrency", self.concurrency, 1),
+            ("timeout", self.timeout, 1e-9),
+            ("retries", self.retries, 0),
+            ("reply-retries", self.reply_retries, 0),
+            ("max-tokens", self.max_tokens, 1),
         ):
             if not (isinstance(value, (int, float)) and math.isfinite(value)) or value < least:
-                raise SFTError(f"{name} must be {'positive' if least > 0 else 'zero or more'}, not {value}")
+                kind = "positive" if least > 0 else "zero or more"
+                raise SFTError(f"{self.option(name)} must be {kind}, not {value}")
         if self.backoff < 0 or self.max_backoff < 0:
             raise SFTError("the back-off delays must be zero or more")
 
@@ -109,14 +123,15 @@ class JudgeSettings:
             return value
         if self.api_key_env != "OPENAI_API_KEY":
             raise SFTError(
-                f"--api-key-env names {self.api_key_env}, which is not set; export the key in it, or leave the "
-                "option out for a server that needs no key"
+                f"{self.option('api-key-env')} names {self.api_key_env}, which is not set; export the key in it, "
+                "or leave the option out for a server that needs no key"
             )
         return NO_KEY
 
     def record(self) -> dict[str, Any]:
         """As saved beside the results: no key, the endpoint without credentials or query."""
         saved = asdict(self)
+        saved.pop("option_prefix")
         saved["endpoint"] = shown_endpoint(self.endpoint)
         return saved
 
@@ -454,13 +469,22 @@ class Shared:
     give_ups_in_a_row: int = 0
 
 
+HTTP_LOGGERS = ("httpx", "httpx2", "openai")  # the openai client's transport logs each request at INFO
+
+
 def make_client(settings: JudgeSettings, key: str) -> Any:
     """The openai client for the endpoint. A query string in the endpoint (`?api-version=...`) is sent with
     every request, as the client would otherwise put the request's path after it."""
+    import logging
     import urllib.parse
 
     import openai
 
+    from sft.verbosity import is_verbose
+
+    if not is_verbose():  # one "HTTP Request: POST ..." line per request where a run logs at INFO (training)
+        for name in HTTP_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     parts = urllib.parse.urlsplit(settings.endpoint)
     base_url = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)) or None
@@ -574,12 +598,15 @@ def user_error(error: Exception, shared: Shared) -> SFTError:
         # The server's own message may quote part of the key: it is not shown.
         return SFTError(
             f"the judge server at {where} refused the API key ({error.status_code}); set the right key in "
-            f"{shared.settings.api_key_env}, or name the variable holding it with --api-key-env"
+            f"{shared.settings.api_key_env}, or name the variable holding it with "
+            f"{shared.settings.option('api-key-env')}"
         )
     if isinstance(error, openai.NotFoundError):
+        option = shared.settings.option
         return SFTError(
             f"the judge server at {where} has no model {model!r} (404: {clean(server_message(error), shared)}); "
-            "check --judge-model (ollama: `ollama list`, `ollama pull MODEL`) and that --endpoint ends in /v1"
+            f"check {option('judge-model')} (ollama: `ollama list`, `ollama pull MODEL`) and that "
+            f"{option('endpoint')} ends in /v1"
         )
     status = getattr(error, "status_code", "?")
     return SFTError(
@@ -592,13 +619,14 @@ def gave_up_error(gave_up: GaveUp, shared: Shared, before_any_answer: bool) -> S
 
     where, error, tries = shown_endpoint(shared.settings.endpoint), gave_up.error, gave_up.attempts
     if isinstance(error, openai.APITimeoutError):
-        why = f"did not answer within --timeout {shared.settings.timeout:g} s, {tries} tries"
+        why = f"did not answer within {shared.settings.option('timeout')} {shared.settings.timeout:g} s, {tries} tries"
     elif isinstance(error, openai.APIConnectionError):
         if before_any_answer:
             return SFTError(
                 f"the judge endpoint {where} is not reachable ({tries} tries: {connection_failure(error)}); start "
                 "a server there first, e.g. `ollama serve` then `ollama pull MODEL`, or `vllm serve MODEL`, or "
-                "`transformers serve MODEL`, and check the host, port and /v1 path of --endpoint"
+                "`transformers serve MODEL`, and check the host, port and /v1 path of "
+                f"{shared.settings.option('endpoint')}"
             )
         why = f"stopped answering ({connection_failure(error)}, {tries} tries)"
     else:
@@ -790,14 +818,14 @@ def to_judgement(index: int, answer: Mapping[str, Any], cached: bool) -> Judgeme
 # Summary, files and report ---------------------------------------------------------------------------------
 
 
-def judge_summary(judgements: Sequence[Judgement]) -> dict[str, Any]:
+def judge_summary(judgements: Sequence[Judgement], bootstrap: BootstrapSettings | None = None) -> dict[str, Any]:
     """Mean judge score over the scored records with its 95% bootstrap interval, the counts, and the mean of
     each dimension where the rubric has them."""
     scored = [j for j in judgements if j.scored and j.score is not None]
     scores = [float(j.score) for j in scored]
     summary: dict[str, Any] = {
         "judge_score": sum(scores) / len(scores) if scores else None,
-        "judge_score_ci": mean_interval(scores),
+        "judge_score_ci": mean_interval(scores, bootstrap or BootstrapSettings()),
         "n": len(judgements),
         "scored": len(scored),
         "unscored": len(judgements) - len(scored),
@@ -810,6 +838,71 @@ def judge_summary(judgements: Sequence[Judgement]) -> dict[str, Any]:
     return summary
 
 
+# The judge's figures in the tables of `sft eval`, `sft score` and `sft compare`, shown only where present.
+JUDGE_SCORE = Figure("judge_score", "judge score", "{:.1f}")
+DIMENSION_FIGURES = tuple(Figure(f"judge_{name}", f"judge {name} (1-5)", "{:.2f}") for name in DIMENSIONS)
+JUDGE_FIGURES = (JUDGE_SCORE, *DIMENSION_FIGURES)
+
+
+def per_record_figures(judgement: Judgement, rubric: str) -> dict[str, Any]:
+    """What a per-record entry of eval_metrics.json gets: `judge_score` (None where unscored), and each
+    dimension's score under `judge_<dimension>` where the rubric has them."""
+    scored = judgement.scored and judgement.score is not None
+    figures: dict[str, Any] = {JUDGE_SCORE.key: judgement.score if scored else None}
+    if rubric == "dimensions":
+        for name, figure in zip(DIMENSIONS, DIMENSION_FIGURES):
+            figures[figure.key] = judgement.dimensions.get(name) if scored and judgement.dimensions else None
+    return figures
+
+
+def judge_figures(
+    judgements: Sequence[Judgement], rubric: str, bootstrap: BootstrapSettings | None = None
+) -> dict[str, Any]:
+    """The judge's figures as `sft eval` writes them into eval_metrics.json: `judge_score` and its interval
+    `judge_score_ci` over the scored records, `judge_scored`, `judge_unscored`, and with the dimensions rubric
+    each dimension's mean and interval (`judge_relevance`, `judge_relevance_ci`, ...)."""
+    bootstrap = bootstrap or BootstrapSettings()
+    summary = judge_summary(judgements, bootstrap)
+    figures: dict[str, Any] = {
+        JUDGE_SCORE.key: summary["judge_score"],
+        JUDGE_SCORE.interval_key: summary["judge_score_ci"],
+        "judge_scored": summary["scored"],
+        "judge_unscored": summary["unscored"],
+    }
+    if rubric == "dimensions":
+        scored = [j.dimensions for j in judgements if j.scored and j.score is not None and j.dimensions]
+        for name, figure in zip(DIMENSIONS, DIMENSION_FIGURES):
+            values = [float(d[name]) for d in scored]
+            figures[figure.key] = sum(values) / len(values) if values else None
+            figures[figure.interval_key] = mean_interval(values, bootstrap)
+    return figures
+
+
+def judge_info(settings: JudgeSettings, stats: JudgeStats) -> dict[str, Any]:
+    """How a judge was asked, as eval_metrics.json and compare.json record it beside the figures."""
+    return {
+        "judge_model": settings.model,
+        "rubric": settings.rubric,
+        "prompt_version": PROMPT_VERSION,
+        "endpoint": shown_endpoint(settings.endpoint),
+        "temperature": 0,
+        "seed": settings.seed,
+        "requests": stats.requests,
+        "from_cache": stats.from_cache,
+        "json_schema": stats.json_schema,
+        "seconds": round(stats.seconds, 3),
+        "settings": settings.record(),
+    }
+
+
+def judge_note(info: Mapping[str, Any]) -> str:
+    """One sentence: who judged, with which rubric and settings."""
+    return (
+        f"Judge `{info['judge_model']}` at `{info['endpoint']}`, rubric `{info['rubric']}` "
+        f"(prompt version {info['prompt_version']}), temperature 0, seed {info['seed']}"
+    )
+
+
 def interval_text(summary: Mapping[str, Any]) -> str:
     mean, interval = summary.get("judge_score"), summary.get("judge_score_ci")
     if mean is None:
@@ -817,17 +910,66 @@ def interval_text(summary: Mapping[str, Any]) -> str:
     return f"{mean:.1f}" + (f" (95% CI {interval[0]:.1f}–{interval[1]:.1f})" if interval else "")
 
 
+def dimensions_text(dimensions: Mapping[str, Any] | None) -> str:
+    """`4/5/3/4`: relevance, accuracy, fluency and completeness; a blank cell where there are none."""
+    return "/".join(str(dimensions[name]) for name in DIMENSIONS) if dimensions else " "
+
+
+def lowest_section(
+    judgements: Sequence[Judgement], records: Sequence[Mapping[str, Any]], rubric: str, shown: int = LOWEST_SHOWN
+) -> list[str]:
+    """The heading and table of the records the judge scored lowest, with its reasons; `records[j.index]`
+    holds the instruction, input, reference output and the response. Empty where nothing was scored."""
+    from sft.evaluation.report import cell, markdown_table
+
+    scored = sorted((j for j in judgements if j.scored), key=lambda j: (j.score, j.index))[:shown]
+    if not scored:
+        return []
+    dims = rubric == "dimensions"
+    header = ("record", "score", *(("R/A/F/C",) if dims else ()), "instruction", "input", "expected")
+    header += ("response", "judge's reason")
+    table = [
+        (
+            j.index,
+            j.score,
+            *((dimensions_text(j.dimensions),) if dims else ()),
+            cell(records[j.index].get("instruction")),
+            cell(records[j.index].get("input")),
+            cell(records[j.index].get("output")),
+            cell(records[j.index].get(RESPONSE_FIELD)),
+            cell(j.reason),
+        )
+        for j in scored
+    ]
+    title = (
+        f"## The {len(scored)} records the judge scored lowest"
+        if len(scored) > 1
+        else "## The record the judge scored lowest"
+    )
+    return [title, markdown_table(header, table)]
+
+
+def unscored_section(judgements: Sequence[Judgement], shown: int = LOWEST_SHOWN) -> list[str]:
+    """The heading and table of the records left unscored, with the judge's raw reply; empty where none."""
+    from sft.evaluation.report import cell, markdown_table
+
+    unscored = [j for j in judgements if not j.scored]
+    if not unscored:
+        return []
+    table = [(j.index, cell(j.problem), cell(j.reply), j.attempts) for j in unscored[:shown]]
+    more = f" (the first {shown}; judgements.json has all)" if len(unscored) > shown else ""
+    return [f"## Unscored records{more}", markdown_table(("record", "why", "judge's reply", "requests"), table)]
+
+
 def judge_report(metrics: Mapping[str, Any], judgements: Sequence[Judgement], records: Sequence[Mapping]) -> str:
     """report.md: the mean with its interval, the counts, the records scored lowest with the judge's reasons,
     and the unscored ones with the judge's raw reply."""
-    from sft.evaluation.report import cell, markdown_table
+    from sft.evaluation.report import markdown_table
 
     sections = [
         f"# LLM judge of `{metrics['data']}`",
-        f"Judge `{metrics['judge_model']}` at `{metrics['endpoint']}`, rubric `{metrics['rubric']}` "
-        f"(prompt version {metrics['prompt_version']}), temperature 0, seed {metrics['seed']}; 95% interval: "
-        f"bootstrap of the mean over the scored records, {metrics['bootstrap']['resamples']} resamples, seed "
-        f"{metrics['bootstrap']['seed']}.",
+        f"{judge_note(metrics)}; 95% interval: bootstrap of the mean over the scored records, "
+        f"{metrics['bootstrap']['resamples']} resamples, seed {metrics['bootstrap']['seed']}.",
     ]
     rows = [
         ("judge score (0-100)", interval_text(metrics)),
@@ -836,33 +978,8 @@ def judge_report(metrics: Mapping[str, Any], judgements: Sequence[Judgement], re
     ]
     rows += [(f"{name} (1-5)", f"{value:.2f}") for name, value in (metrics.get("dimensions") or {}).items()]
     sections.append(markdown_table(("figure", "value"), rows))
-    scored = sorted((j for j in judgements if j.scored), key=lambda j: (j.score, j.index))[:LOWEST_SHOWN]
-    if scored:
-        dims = metrics["rubric"] == "dimensions"
-        header = ("record", "score", *(("R/A/F/C",) if dims else ()), "instruction", "input", "expected")
-        header += ("response", "judge's reason")
-        table = [
-            (
-                j.index,
-                j.score,
-                *(("/".join(str(j.dimensions[name]) for name in DIMENSIONS) if j.dimensions else " ",) if dims else ()),
-                cell(records[j.index].get("instruction")),
-                cell(records[j.index].get("input")),
-                cell(records[j.index].get("output")),
-                cell(records[j.index].get(RESPONSE_FIELD)),
-                cell(j.reason),
-            )
-            for j in scored
-        ]
-        sections += [f"## The {len(scored)} records the judge scored lowest", markdown_table(header, table)]
-    unscored = [j for j in judgements if not j.scored]
-    if unscored:
-        table = [(j.index, cell(j.problem), cell(j.reply), j.attempts) for j in unscored[:LOWEST_SHOWN]]
-        more = f" (the first {LOWEST_SHOWN}; judgements.json has all)" if len(unscored) > LOWEST_SHOWN else ""
-        sections += [
-            f"## Unscored records{more}",
-            markdown_table(("record", "why", "judge's reply", "requests"), table),
-        ]
+    sections += lowest_section(judgements, records, metrics["rubric"])
+    sections += unscored_section(judgements)
     return "\n\n".join(sections) + "\n"
 
 
@@ -905,23 +1022,11 @@ def judge_file(
     judgements = judge_records(
         records, responses, settings, output_dir / JUDGE_CACHE_FILE, progress, stats, on_answer=on_answer
     )
-    summary = judge_summary(judgements)
-    metrics = {
-        "data": shown_endpoint(source),
-        "judge_model": settings.model,
-        "rubric": settings.rubric,
-        "prompt_version": PROMPT_VERSION,
-        "endpoint": shown_endpoint(settings.endpoint),
-        "temperature": 0,
-        "seed": settings.seed,
-        **summary,
-        "bootstrap": BootstrapSettings().record(),
-        "requests": stats.requests,
-        "from_cache": stats.from_cache,
-        "json_schema": stats.json_schema,
-        "seconds": round(stats.seconds, 3),
-        "settings": settings.record(),
-    }
+    info = judge_info(settings, stats)
+    metrics = {"data": shown_endpoint(source), **info, **judge_summary(judgements)}
+    metrics["bootstrap"] = BootstrapSettings().record()
+    for key in ("requests", "from_cache", "json_schema", "seconds", "settings"):
+        metrics[key] = metrics.pop(key)  # after the figures, as before
     with staged_output(output_dir, owned=JUDGE_OUTPUTS) as staging:
         atomic_write_json(staging / JUDGEMENTS_FILE, [j.record(settings.rubric) for j in judgements])
         atomic_write_json(staging / JUDGE_METRICS_FILE, metrics)

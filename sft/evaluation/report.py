@@ -5,8 +5,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sft.evaluation.judge import JUDGE_FIGURES, JUDGE_SCORE, judge_note, lowest_section, unscored_section
 from sft.evaluation.metrics import FIGURES, HEADLINE, Figure
 
+# What tables show, each only where the metrics hold it: the judge's figures where a judge graded the responses.
+TABLE_FIGURES = (*FIGURES, *JUDGE_FIGURES)
 EXAMPLES = 10
 CELL_CHARS = 160
 
@@ -55,7 +58,7 @@ def bootstrap_note(metrics: Mapping[str, Any]) -> str | None:
 def format_scores(scores: Mapping[str, Any]) -> str:
     """Aligned lines for a terminal: each figure the scores hold with its 95% interval, then the record count."""
     rows = []
-    for figure in FIGURES:
+    for figure in TABLE_FIGURES:
         if scores.get(figure.key) is None:
             continue
         interval = scores.get(figure.interval_key)
@@ -63,6 +66,8 @@ def format_scores(scores: Mapping[str, Any]) -> str:
         note = ""
         if figure.key == "bleu" and scores.get("bleu_tokenize") not in (None, "13a"):
             note = f"(tokenizer {scores['bleu_tokenize']})"
+        if figure is JUDGE_SCORE and scores.get("judge_unscored"):
+            note = f"({scores['judge_scored']} scored, {scores['judge_unscored']} unscored)"
         rows.append((figure.label, figure.show(scores[figure.key]), shown, note))
     rows.append(("records", str(scores["n"]), "", ""))
     lines = aligned(rows, (False, False, False, False))
@@ -99,12 +104,30 @@ def split_examples(n: int) -> tuple[int, int]:
     return worst, min(EXAMPLES, n - worst)
 
 
-def eval_report(metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any]]) -> str:
-    """Metric table, breakdown by task kind, and the worst and best records by ROUGE-L."""
+def judge_sentence(metrics: Mapping[str, Any]) -> str | None:
+    """Who judged and how many records it scored, where a judge graded the responses."""
+    info = metrics.get("judge")
+    if not info:
+        return None
+    scored, unscored = metrics.get("judge_scored", 0), metrics.get("judge_unscored", 0)
+    return (
+        f"{judge_note(info)}; {scored} of {scored + unscored} records scored from 0 to 100 (its interval: "
+        "bootstrap of the mean over the scored records)."
+    )
+
+
+def eval_report(
+    metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any]], judgements: Sequence[Any] | None = None
+) -> str:
+    """Metric table (the judge's figures too, where it graded), breakdown by task kind, the worst and best
+    records by ROUGE-L, the records the judge scored lowest with its reasons, and the human ratings with their
+    agreement with the judge where `metrics` holds them."""
+    from sft.evaluation.agreement import ratings_sections
+
     sections = [f"# Evaluation of `{metrics.get('model')}`", settings_line(metrics)]
     rows = [
         (f.label, f.show(metrics[f.key]), f.show_interval(metrics.get(f.interval_key)))
-        for f in FIGURES
+        for f in TABLE_FIGURES
         if metrics.get(f.key) is not None
     ]
     sections.append(markdown_table(("metric", "value", "95% interval"), rows))
@@ -114,6 +137,8 @@ def eval_report(metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any
             "Two models' separate intervals can overlap while one is still better: `sft compare` "
             "tests the difference on the same records."
         )
+    if sentence := judge_sentence(metrics):
+        sections.append(sentence)
     if metrics.get("by_kind"):
         shown = [f for f in HEADLINE if f.key != "ended_at_eos"]
         kind_rows = [
@@ -147,6 +172,11 @@ def eval_report(metrics: Mapping[str, Any], responses: Sequence[Mapping[str, Any
     if n_best:
         best = per_record[::-1][:n_best]
         sections += [f"## {n_best} best records by ROUGE-L", markdown_table(header, example_rows(best))]
+    if judgements is not None and metrics.get("judge"):
+        sections += lowest_section(judgements, responses, metrics["judge"]["rubric"])
+        sections += unscored_section(judgements)
+    if metrics.get("human_ratings"):
+        sections += ratings_sections(metrics["human_ratings"])
     return "\n\n".join(sections) + "\n"
 
 
@@ -167,16 +197,20 @@ def comparison_rows(comparison: Mapping[str, Any]) -> list[ComparisonRow]:
     """The figures both models have, shown; "–" for what an older compare.json lacks."""
     base, tuned = comparison["base"], comparison["model"]
     rows = []
-    for figure in FIGURES:
+    for figure in TABLE_FIGURES:
         if base.get(figure.key) is None or tuned.get(figure.key) is None:
             continue
         counts = comparison.get("wins_ties_losses", {}).get(figure.key)
+        # The judge's change is over the records it scored for both models, as its interval is.
+        change = (comparison.get("change") or {}).get(figure.key)
+        if change is None:
+            change = tuned[figure.key] - base[figure.key]
         rows.append(
             ComparisonRow(
                 figure,
                 figure.show(base[figure.key]),
                 figure.show(tuned[figure.key]),
-                figure.show_change(tuned[figure.key] - base[figure.key]),
+                figure.show_change(change),
                 figure.show_interval(comparison.get("change_ci", {}).get(figure.key), signed=True),
                 f"{counts['wins']} / {counts['ties']} / {counts['losses']}" if counts else "–",
                 "within noise" if comparison.get("within_noise", {}).get(figure.key) else "",
@@ -200,6 +234,11 @@ def format_comparison(comparison: Mapping[str, Any]) -> str:
     )
     if note := bootstrap_note(comparison):
         lines.append(f"95% intervals of the change: paired {note}; within noise: covers 0")
+    if judged := comparison.get("judge"):
+        lines.append(
+            f"judge {judged['judge_model']}: {judged['paired']} of {comparison['n']} records scored for both models; "
+            "its change, interval and counts are over those"
+        )
     return "\n".join(lines)
 
 
@@ -224,6 +263,11 @@ def compare_report(comparison: Mapping[str, Any]) -> str:
             "covers zero, so these records cannot tell the two models apart on that figure. Won / tied / "
             "lost: records on which the model scores higher than the base, the same, or lower (BLEU: "
             "sentence BLEU)."
+        )
+    if judged := comparison.get("judge"):
+        sections.append(
+            f"{judge_note(judged)}; it scored {judged['paired']} of {comparison['n']} records for both models "
+            "(scores from 0 to 100), and the judge score's change, interval and counts are over those."
         )
     counts = comparison["counts"]
     sections.append(
@@ -250,4 +294,30 @@ def compare_report(comparison: Mapping[str, Any]) -> str:
     for title, key in (("Biggest improvements", "improvements"), ("Biggest regressions", "regressions")):
         chosen = comparison[key]
         sections += [f"## {title} (ROUGE-L)", markdown_table(header, change_rows(chosen)) if chosen else "None."]
+    if comparison.get("judge"):
+        sections += judge_drop_sections(comparison.get("judge_drops") or [])
     return "\n\n".join(sections) + "\n"
+
+
+def judge_drop_sections(drops: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The records whose judge score dropped most from the base to the model, with both of the judge's reasons."""
+    header = ("record", "base", "model", "change", "instruction", "expected", "base response", "judge on base")
+    header += ("model response", "judge on model")
+    rows = [
+        (
+            r["index"],
+            r["base_judge_score"],
+            r["model_judge_score"],
+            f"{r['judge_score_change']:+d}" if isinstance(r["judge_score_change"], int) else r["judge_score_change"],
+            cell(r["instruction"]),
+            cell(r["output"]),
+            cell(r["base_response"]),
+            cell(r.get("base_judge_reason")),
+            cell(r["model_response"]),
+            cell(r.get("model_judge_reason")),
+        )
+        for r in drops
+    ]
+    count = f"{len(drops)} records" if len(drops) != 1 else "record"
+    title = f"## The {count} whose judge score dropped most" if drops else "## Judge score drops"
+    return [title, markdown_table(header, rows) if rows else "None: the judge scored no record lower for the model."]

@@ -50,11 +50,19 @@ def summary(scores: Mapping[str, Any]) -> dict[str, Any]:
 def score_file(
     path: str | Path, output: str | Path | None = None, bootstrap: "BootstrapSettings | None" = None
 ) -> dict[str, Any]:
-    """Scores of a responses file, with their intervals; written as JSON to `output` when given."""
+    """Scores of a responses file, with their intervals; written as JSON to `output` when given. Where human
+    ratings lie beside a local file (human_ratings.json), `human_ratings` holds their summary and their
+    agreement with the judge (sft.evaluation.agreement)."""
     from sft.data.load import load_records
+    from sft.evaluation.agreement import ratings_beside
     from sft.paths import atomic_write_json
 
-    scores = {"data": str(path), **score_records(load_records(str(path)), str(path), bootstrap)}
+    records = load_records(str(path))
+    scores = {"data": str(path), **score_records(records, str(path), bootstrap)}
+    human = ratings_beside(path, records, bootstrap=bootstrap) if Path(path).is_file() else None
+    if human is not None:
+        per_record = scores.pop("per_record")
+        scores.update(human_ratings=human, per_record=per_record)
     if output is not None:
         atomic_write_json(output, scores)
     return scores

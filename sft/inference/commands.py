@@ -1,11 +1,16 @@
-"""`sft generate` and `sft chat`: the command line of the inference stage, and the generation options
-that `sft eval` and `sft compare` share."""
+"""`sft generate`, `sft chat` and `sft serve`: the command line of the inference stage, and the generation
+options that `sft eval` and `sft compare` share."""
 
 import argparse
 import contextlib
+import io
+import os
 import signal
+import time
+from pathlib import Path
 
 from sft.errors import SFTError
+from sft.inference.address import LOCALHOST, listening_socket
 from sft.inference.settings import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, GenerationSettings
 
 MODEL_HELP = "Hub id, local model or LoRA adapter directory, or smollm2-135m-instruct"
@@ -104,3 +109,118 @@ def chat_command(argv: list[str]) -> int:
         return 0
     print(f"Chatting with {args.model}. An input is optional: press Enter to skip it. Ctrl-D or Ctrl-C quits.\n")
     return chat_loop(generator, settings)
+
+
+def make_serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sft serve",
+        description="Serve a model over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions with and "
+        "without streaming, /v1/completions), built on `transformers serve`. A model sft trained, or one without a "
+        "chat template, is prompted as `sft generate` prompts a record (the first user message is the instruction, "
+        "a second one the input), and its greedy answer (temperature 0) is the text `sft generate` prints; a model "
+        "with a chat template of its own is prompted with that. Ctrl-C stops.",
+    )
+    parser.add_argument("model", help=f"{MODEL_HELP}; clients send this name as the model")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0 picks a free one)")
+    parser.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="require `Authorization: Bearer KEY` on every request, KEY being the value of environment variable "
+        "NAME (the key is never printed); without it no key is needed",
+    )
+    return parser
+
+
+def serve_command(argv: list[str]) -> int:
+    args = make_serve_parser().parse_args(argv)
+    from sft.inference.serve import serve
+
+    return serve(args.model, host=args.host, port=args.port, api_key_env=args.api_key_env)
+
+
+DEFAULT_PORT = 7860
+# Set before Gradio loads: no usage statistics, no version check, no telemetry of the Hub client.
+QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def make_ui_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sft ui",
+        description="A local web page to chat with a model (beside its base model with --base) and to rate the "
+        "responses of `sft eval` by hand (--responses). It is served on this machine only by default and loads "
+        "nothing from the internet.",
+    )
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    parser.add_argument(
+        "--base", metavar="BASE_MODEL", help="a second model that answers the same prompts beside MODEL, e.g. its base"
+    )
+    parser.add_argument(
+        "--responses",
+        type=Path,
+        metavar="FILE",
+        help="a responses.json of `sft eval` to rate; ratings go to human_ratings.json beside it",
+    )
+    parser.add_argument(
+        "--host",
+        default=LOCALHOST,
+        help=f"address to serve on (default {LOCALHOST}: this machine only; 0.0.0.0 opens it to the network)",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
+    return parser
+
+
+def ui_command(argv: list[str]) -> int:
+    """Check the files and the address, load the models, serve the page until Ctrl-C or SIGTERM; returns 0."""
+    args = make_ui_parser().parse_args(argv)
+    listening_socket(args.host, args.port).close()  # the port must be free before the models load, not after
+    os.environ.update(QUIET_ENV)
+    from sft.evaluation.ratings import load_ratings, ratings_path, read_responses
+    from sft.inference.address import is_loopback, page_url
+
+    records, responses = [], None
+    if args.responses is not None:
+        responses = args.responses.resolve()
+        records = read_responses(responses)  # a bad file or ratings file fails before any model loads
+        if not records:
+            raise SFTError(f"{args.responses}: holds no records to rate")
+        beyond = [index for index in load_ratings(responses) if index >= len(records)]
+        if beyond:
+            raise SFTError(
+                f"{ratings_path(responses)}: rates record {beyond[0]}, but {args.responses} has "
+                f"{len(records)} records; these ratings belong to another file"
+            )
+
+    import torch
+
+    from sft.inference.generate import Generator, load_for_inference
+    from sft.inference.ui import ChatModel, build_page, launch_options
+
+    models = []
+    for name, role in [(args.model, "model"), (args.base, "base")]:
+        if name:
+            print(f"Loading {name} ...", flush=True)
+            models.append(ChatModel(name, Generator(*load_for_inference(name)), role))
+    torch.manual_seed(0)  # sampled answers (temperature above 0) repeat from one start of the page to the next
+    demo = build_page(models, responses, records)
+    demo.queue(default_concurrency_limit=1)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, **launch_options())
+    except OSError as error:  # the port was taken while the models loaded
+        raise SFTError(f"cannot serve on {args.host}:{args.port} ({error}); pick another with --port") from None
+    where = "" if is_loopback(args.host) else f" (served on {args.host}: other machines can reach it)"
+    print(f"sft ui: open {page_url(args.host, args.port)} in a browser{where}; Ctrl-C stops.", flush=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        while not stopping:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):  # Gradio says it closes the port
+            demo.close()
+    print("sft ui: stopped.")
+    return 0

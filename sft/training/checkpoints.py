@@ -51,6 +51,9 @@ RESUMABLE_CHANGES = {
     "generation_eval",
     "generation_eval_records",
     "generation_eval_max_new_tokens",
+    "generation_eval_judge_endpoint",
+    "generation_eval_judge_model",
+    "generation_eval_judge_api_key_env",
 }
 
 

@@ -150,6 +150,27 @@ class TrainingConfig(SFTConfig):
         default=128,
         metadata={"help": "Most new tokens per response in generation_eval (sft eval's default is 256)."},
     )
+    # An LLM judge of those responses (sft.evaluation.judge): `eval_judge`, the mean score from 0 to 100.
+    generation_eval_judge_endpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "With generation_eval: the OpenAI-compatible base URL of an LLM judge (e.g. "
+            "http://localhost:11434/v1 for ollama) that grades every generated response against its reference "
+            "from 0 to 100, logged as eval_judge; needs generation_eval_judge_model. Answers are cached in "
+            "judge_cache.jsonl in output_dir."
+        },
+    )
+    generation_eval_judge_model: str | None = field(
+        default=None,
+        metadata={"help": "The model the judge server grades with (with generation_eval_judge_endpoint)."},
+    )
+    generation_eval_judge_api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={
+            "help": "The name of the environment variable holding the judge server's API key (not the key "
+            "itself; a local server such as ollama needs none)."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={
@@ -357,8 +378,41 @@ def recipe_problems(
     return problems
 
 
-# What generation_eval adds to the evaluation metrics, without the `eval_` prefix.
-GENERATION_METRICS = ("rouge_l", "bleu", "exact_match", "ended_at_eos")
+# What generation_eval adds to the evaluation metrics, without the `eval_` prefix; `judge` with a judge.
+GENERATION_METRICS = ("rouge_l", "bleu", "exact_match", "ended_at_eos", "judge")
+JUDGE_KEYS = ("generation_eval_judge_endpoint", "generation_eval_judge_model")
+
+
+def judge_problems(args: TrainingConfig) -> list[str]:
+    """The judge of generation_eval: its endpoint and model together, only with generation_eval, a URL, and the
+    key's variable set where one other than OPENAI_API_KEY is named."""
+    given = [name for name in JUDGE_KEYS if getattr(args, name) is not None]
+    if not given:
+        return []
+    if len(given) == 1:
+        missing = next(name for name in JUDGE_KEYS if name not in given)
+        return [f"{given[0]} needs {missing} too: set both to judge the generated responses, or neither"]
+    if not args.generation_eval:
+        return ["generation_eval_judge_endpoint and generation_eval_judge_model judge generation_eval's responses; "
+                "set generation_eval true, or leave the judge keys out"]  # fmt: skip
+    try:
+        judge_settings(args).check()
+        judge_settings(args).api_key()
+    except SFTError as error:
+        return [str(error)]
+    return []
+
+
+def judge_settings(args: TrainingConfig) -> Any:
+    """The `JudgeSettings` the recipe's generation_eval_judge_* keys give (errors name those keys)."""
+    from sft.evaluation.judge import JudgeSettings
+
+    return JudgeSettings(
+        endpoint=str(args.generation_eval_judge_endpoint),
+        model=str(args.generation_eval_judge_model),
+        api_key_env=args.generation_eval_judge_api_key_env,
+        option_prefix="generation_eval_judge_",
+    )
 
 
 def evaluation_problems(args: TrainingConfig, data_args: DataArguments | None, positive: Any) -> list[str]:
@@ -379,10 +433,16 @@ def evaluation_problems(args: TrainingConfig, data_args: DataArguments | None, p
             f"generation_eval needs a validation split, but train_fraction {data_args.train_fraction} and "
             f"test_fraction {data_args.test_fraction} leave none; lower one of them (validation gets what is left)"
         )
+    problems += judge_problems(args)
     metric = args.metric_for_best_model
     if metric is not None and metric.removeprefix("eval_") in GENERATION_METRICS and not args.generation_eval:
         problems.append(
             f"metric_for_best_model {metric} is a generation metric; set generation_eval true to compute it"
+        )
+    elif metric == "eval_judge" and args.generation_eval_judge_endpoint is None:
+        problems.append(
+            "metric_for_best_model eval_judge needs a judge: set generation_eval_judge_endpoint and "
+            "generation_eval_judge_model"
         )
     if args.early_stopping_patience is not None:
         positive("early_stopping_patience", args.early_stopping_patience)
@@ -421,9 +481,10 @@ def recipe_dict(*configs: Any) -> dict[str, Any]:
             if name.startswith("_") or (name not in ALWAYS_SHOWN and getattr(defaults, name, object()) == value):
                 continue
             merged[name] = GIVEN if is_secret_name(name) and value else plain(value)
-    # A data URL may carry credentials (user:password@, a signed query string): only scheme, host and path.
-    if isinstance(merged.get("dataset_name"), str):
-        merged["dataset_name"] = display_source(merged["dataset_name"])
+    # A data or judge URL may carry credentials (user:password@, a signed query string): only scheme, host, path.
+    for name in ("dataset_name", "generation_eval_judge_endpoint"):
+        if isinstance(merged.get(name), str):
+            merged[name] = display_source(merged[name])
     return merged
 
 

@@ -21,17 +21,27 @@ others idle for the longest part of an evaluation, and waiting on a collective o
 can run into the process group's timeout. Every batch is generated as a single process would generate it
 (the same rows, the same padding), so the figures do not depend on the number of processes. Scoring
 runs once, on one process, so the metric modules are loaded into sft's cache by one process at a time.
+
+With `generation_eval_judge_endpoint` and `generation_eval_judge_model`, the main process also has an LLM
+judge (sft.evaluation.judge) grade every response from 0 to 100 and adds `eval_judge`, the mean over the
+records it scored, to the figures it sends out. Its answers are cached in judge_cache.jsonl in output_dir,
+keyed by the judge model, the rubric and the record's texts with the response, so a record answered the same
+way at a later evaluation (or in a rerun) is not asked again. Where the judge scores no record, or its server
+fails, `eval_judge` is left out of that evaluation with one warning; a run that chose eval_judge as
+metric_for_best_model stops instead, since the best checkpoint cannot be chosen without it.
 """
 
 import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sft.data.template import PromptTemplate
 from sft.errors import SFTError
 from sft.inference.settings import GenerationSettings
+from sft.paths import JUDGE_CACHE_FILE
 from sft.training.loss import LeanLossSFTTrainer
 
 logger = logging.getLogger(__name__)
@@ -76,13 +86,18 @@ class GenerationEval:
             results.extend(zip(batch, responses))
         return results
 
+    def ordered(self, results: Sequence[tuple[int, Any]]) -> list[Any]:
+        """The GenerationResults in record order, one per record."""
+        ordered = [result for _, result in sorted(results, key=lambda pair: pair[0])]
+        if len(ordered) != len(self.records):
+            raise RuntimeError(f"generation_eval: {len(ordered)} responses for {len(self.records)} records")
+        return ordered
+
     def score(self, results: Sequence[tuple[int, Any]]) -> dict[str, float]:
         """ROUGE-L, BLEU, exact match and the share ended at EOS, as `sft eval` computes them."""
         from sft.evaluation.metrics import score_responses
 
-        ordered = [result for _, result in sorted(results, key=lambda pair: pair[0])]
-        if len(ordered) != len(self.records):
-            raise RuntimeError(f"generation_eval: {len(ordered)} responses for {len(self.records)} records")
+        ordered = self.ordered(results)
         scores = score_responses([r.text for r in ordered], [str(record["output"]) for record in self.records])
         return {
             "rouge_l": float(scores["rouge_l"]),
@@ -90,6 +105,16 @@ class GenerationEval:
             "exact_match": float(scores["exact_match"]),
             "ended_at_eos": sum(r.ended_at_eos for r in ordered) / len(ordered),
         }
+
+    def judge(self, results: Sequence[tuple[int, Any]], settings: Any, cache_path: Path) -> tuple[float | None, int]:
+        """The judge's mean score (0-100) over the records it scored, None where it scored none, and how many
+        it scored. Answers come from, and go to, the cache at `cache_path`."""
+        from sft.evaluation.judge import judge_records
+
+        texts = [result.text for result in self.ordered(results)]
+        judgements = judge_records(self.records, texts, settings, cache_path, progress=False)
+        scores = [float(j.score) for j in judgements if j.scored and j.score is not None]
+        return (sum(scores) / len(scores) if scores else None), len(scores)
 
 
 @contextlib.contextmanager
@@ -130,6 +155,12 @@ class GenerationEvalMixin:
         super().__init__(*args, **kwargs)
         self.generation_eval = generation_eval
         self._generate_in_this_evaluation = False
+        # The LLM judge of the responses, where the recipe names one (checked when the recipe was read).
+        self.judge_settings = None
+        if generation_eval is not None and getattr(self.args, "generation_eval_judge_endpoint", None):
+            from sft.training.config import judge_settings
+
+            self.judge_settings = judge_settings(self.args)
         deepspeed = getattr(self.accelerator.state, "deepspeed_plugin", None)
         sharded = self.is_fsdp_enabled or (self.is_deepspeed_enabled and getattr(deepspeed, "zero_stage", 0) == 3)
         if generation_eval is not None and sharded and self.accelerator.num_processes > 1:
@@ -178,14 +209,44 @@ class GenerationEvalMixin:
             results = job.generate(model, rank, processes)
         if processes > 1:
             results = gather_object(results)
-        figures: list[dict[str, float] | None] = [None]
+        # The figures, and a message where the run must stop: every process raises it, none is left waiting.
+        outcome: list[Any] = [None, None]
         if accelerator.is_main_process:
-            figures[0] = job.score(results)
+            figures = job.score(results)
+            try:
+                figures.update(self.judge_figures(results))
+            except SFTError as error:
+                outcome[1] = str(error)
+            outcome[0] = figures
         if processes > 1:
-            broadcast_object_list(figures, from_process=0)
+            broadcast_object_list(outcome, from_process=0)
+        if outcome[1] is not None:
+            raise SFTError(outcome[1])
         logger.debug("Generated %d validation responses in %.1f s", len(job.records), time.perf_counter() - started)
-        assert figures[0] is not None
-        return figures[0]
+        assert outcome[0] is not None
+        return outcome[0]
+
+    def judge_figures(self, results: Sequence[tuple[int, Any]]) -> dict[str, float]:
+        """`judge`: the judge's mean score, where a judge is set and scored some record. Where it scored none or
+        its server failed, nothing, with one warning; an SFTError where eval_judge chooses the best model."""
+        if self.judge_settings is None:
+            return {}
+        cache = Path(self.args.output_dir) / JUDGE_CACHE_FILE
+        needed = self.args.metric_for_best_model == "eval_judge"
+        try:
+            mean, scored = self.generation_eval.judge(results, self.judge_settings, cache)
+        except SFTError as error:
+            if needed:
+                raise
+            logger.warning("eval_judge left out of this evaluation: %s", error)
+            return {}
+        if mean is None:
+            why = f"the judge scored none of the {len(self.generation_eval.records)} responses"
+            if needed:
+                raise SFTError(f"metric_for_best_model is eval_judge, but {why}; see {cache} for its replies")
+            logger.warning("eval_judge left out of this evaluation: %s (its replies are in %s)", why, cache)
+            return {}
+        return {"judge": mean}
 
 
 class GenerationEvalSFTTrainer(GenerationEvalMixin, LeanLossSFTTrainer):
