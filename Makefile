@@ -46,5 +46,10 @@ bench: install
 bench-quick: install
 	$(PY) -m bench.run --quick
 
+# Alpaca-sized data (13K, 26K, 52K records): check, prepare, dedup and training start-up; bench/README.md.
+.PHONY: bench-data
+bench-data: install
+	$(PY) -m bench.data_scale
+
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -23,7 +23,9 @@ class Command:
 
 # The order is the pipeline's: data, training, inference, evaluation, sharing, end-to-end runs.
 COMMANDS: dict[str, Command] = {
-    "data": Command("sft.data.commands", "data_command", "check, prepare, inspect or synthesise instruction data"),
+    "data": Command(
+        "sft.data.commands", "data_command", "check, prepare, inspect, deduplicate or synthesise instruction data"
+    ),
     "train": Command("sft.train", "main", "fine-tune a model from a YAML recipe (full, LoRA or prompt tuning)"),
     "generate": Command("sft.inference.commands", "generate_command", "one response for one instruction"),
     "chat": Command("sft.inference.commands", "chat_command", "talk to a model interactively, with streamed responses"),

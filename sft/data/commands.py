@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sft.data.load import display_source, load_records, save_records
+from sft.data import dedup
+from sft.data.load import display_source, load_checked, load_records, save_records
 from sft.data.split import SPLITS
 from sft.models.load import OFFLINE_DEFAULT
 
 DESCRIPTION = """\
-Check, prepare, inspect or synthesise instruction data.
+Check, prepare, inspect, deduplicate or synthesise instruction data.
 
 A source (FILE) is a JSON array or JSON Lines file, an http(s) URL (downloaded once into the
 cache; pin it with --sha256), a Hub data set id such as owner/name or owner/name:split, or
@@ -32,6 +33,7 @@ examples:
   sft data check data.json
   sft data prepare data.json --output-dir data/split
   sft data inspect data.json --model smollm2-135m-instruct --index 0
+  sft data dedup data.json --against test.json
   sft data synth --n 1200 --seed 0 --output synth.json"""
 
 FORMAT_HELP = (
@@ -51,6 +53,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_check(actions)
     add_prepare(actions)
     add_inspect(actions)
+    add_dedup(actions)
     add_synth(actions)
     return parser
 
@@ -164,6 +167,52 @@ def add_inspect(actions: Any) -> None:
     parser.set_defaults(run=run_inspect)
 
 
+def add_dedup(actions: Any) -> None:
+    parser = subparser(
+        actions,
+        "dedup",
+        "find exact and near-duplicate records, within a file or shared with another",
+        "Compare whole records (instruction, input and output) after normalising case, punctuation and\n"
+        "whitespace, by the Jaccard similarity of their character 5-grams, and name each pair of records\n"
+        f"(counted from 0) at or above --threshold (default {dedup.DEFAULT_THRESHOLD}: the same task with a word or\n"
+        "a number changed), with the similarity and the fields that are the same. With --against, only\n"
+        "records of FILE that near-duplicate a record of OTHER are named (say training data against a test\n"
+        "set: contamination). --remove --output OUT writes FILE without the later record of each pair\n"
+        "(with --against, without FILE's record of each pair); FILE itself is never changed.\n"
+        "Exits 0 when no pair is found (or --remove wrote OUT), 1 when pairs were found, 2 for invalid data.",
+        "  sft data dedup data.json\n"
+        "  sft data dedup data.json --threshold 0.8\n"
+        "  sft data dedup train.json --against test.json\n"
+        "  sft data dedup data.json --remove --output data-dedup.json\n"
+        "  sft data dedup data.json --json > pairs.json",
+    )
+    add_source_args(parser)
+    parser.add_argument(
+        "--threshold",
+        type=similarity,
+        default=dedup.DEFAULT_THRESHOLD,
+        metavar="T",
+        help=f"lowest Jaccard similarity reported, more than 0 and at most 1 (default {dedup.DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="OTHER",
+        help="a second source (layout detected); report FILE's records that near-duplicate one of OTHER's",
+    )
+    parser.add_argument(
+        "--method",
+        choices=dedup.METHODS,
+        default=dedup.DEFAULT_METHOD,
+        help="minhash (default: MinHash + LSH candidates, each checked exactly; fast) or ngram (every pair "
+        "compared exactly through shingle prefixes; misses none, slower on large files)",
+    )
+    parser.add_argument("--remove", action="store_true", help="write the data without the duplicates to --output")
+    parser.add_argument("--output", metavar="OUT", help="file --remove writes (never FILE)")
+    parser.add_argument("--show", type=int, metavar="N", help="print only the first N pairs (default: all)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.set_defaults(run=run_dedup)
+
+
 def add_synth(actions: Any) -> None:
     parser = subparser(
         actions,
@@ -180,6 +229,13 @@ def add_synth(actions: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="generator seed (default 0)")
     parser.add_argument("--output", required=True, metavar="FILE", help="file to write")
     parser.set_defaults(run=run_synth)
+
+
+def similarity(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -209,19 +265,42 @@ def data_command(argv: list[str]) -> int:
 # Actions -------------------------------------------------------------------------------------------
 
 
-def read(args: argparse.Namespace, tokenizer: Any = None, max_length: int | None = None) -> list[dict[str, str]]:
-    """The validated records of `args.file`; `--format` may be a named layout or a field mapping."""
+def read(
+    args: argparse.Namespace, tokenizer: Any = None, max_length: int | None = None, lengths: Any = None
+) -> list[dict[str, str]]:
+    """The validated records of `args.file`; `--format` may be a named layout or a field mapping. `lengths`
+    (a `LengthMemo`) keeps the token lengths the length check measures, so they are not measured twice."""
     template = template_for(args.model) if tokenizer is not None else None
-    return load_records(args.file, args.format, None, args.sha256, tokenizer, max_length, template)
+    return load_records(
+        args.file, args.format, None, args.sha256, tokenizer, max_length, template, token_lengths=lengths
+    )
+
+
+class LengthMemo:
+    """Token lengths of a whole data set, measured once: by the length check when it runs, else on first use."""
+
+    def __init__(self, tokenizer: Any, model: str | None):
+        self.tokenizer, self.model = tokenizer, model
+        self.values: list[int] | None = None
+
+    def __call__(self, records: list[dict[str, str]]) -> list[int]:
+        self.values = token_lengths(records, self.tokenizer, self.model)
+        return self.values
+
+    def of(self, records: list[dict[str, str]]) -> list[int]:
+        if self.values is None or len(self.values) != len(records):
+            self(records)
+        return self.values or []
 
 
 def run_check(args: argparse.Namespace) -> int:
     model = args.model or (OFFLINE_DEFAULT if args.max_length else None)
     tokenizer = load_tokenizer(model) if model else None
-    records = read(args, tokenizer, args.max_length)
+    lengths = LengthMemo(tokenizer, model) if tokenizer is not None else None
+    records = read(args, tokenizer, args.max_length, lengths)
     print(f"{display_source(args.file)}: {len(records)} valid records")
-    if tokenizer is not None:
-        stats = length_stats(token_lengths(records, tokenizer, model))
+    if lengths is not None:
+        stats = length_stats(lengths.of(records))
         limit = f" (limit {args.max_length})" if args.max_length else ""
         print(
             f"tokens per record with {model}: min {stats['min']}, mean {stats['mean']:.1f}, "
@@ -241,10 +320,14 @@ def run_prepare(args: argparse.Namespace) -> int:
         split_seed=args.seed,
     )
     tokenizer = load_tokenizer(args.model) if args.max_length else None
-    records = read(args, tokenizer, args.max_length)
+    lengths = LengthMemo(tokenizer, args.model) if tokenizer is not None else None
+    records = read(args, tokenizer, args.max_length, lengths)
     splits = split_as(settings, records)
     check_train_split(settings, splits, len(records), ("--train-fraction", "--test-fraction"))
-    tokenizer = tokenizer or load_tokenizer(args.model)
+    if lengths is None:
+        lengths = LengthMemo(load_tokenizer(args.model), args.model)
+    # Every record measured once, in file order; the split of the lengths is the split of the records.
+    split_lengths = split_as(settings, lengths.of(records))
     out = Path(args.output_dir)
     for name in SPLITS:
         save_records(out / f"{name}.json", splits[name])
@@ -252,7 +335,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(f"tokens per record (prompt + response + EOS) with {args.model}:")
     print(f"  {'split':<12}{'records':>8}{'min':>8}{'mean':>9}{'p95':>8}{'max':>8}")
     for name in SPLITS:
-        print("  " + stats_row(name, token_lengths(splits[name], tokenizer, args.model)))
+        print("  " + stats_row(name, split_lengths[name]))
     return 0
 
 
@@ -274,6 +357,102 @@ def run_inspect(args: argparse.Namespace) -> int:
     else:
         print_token_table(source, index, args.model, view)
     return 0
+
+
+def run_dedup(args: argparse.Namespace) -> int:
+    from sft.errors import SFTError
+    from sft.paths import check_file_output
+
+    if args.remove != bool(args.output):
+        raise SFTError("--remove and --output go together: --remove --output OUT writes the data without duplicates")
+    if args.output:
+        for name, source in (("FILE", args.file), ("OTHER", args.against)):
+            if source and same_file(args.output, source):
+                raise SFTError(
+                    f"--output {args.output} is {name} itself; write the deduplicated data to a new file "
+                    "(FILE is never changed)"
+                )
+        check_file_output(args.output)
+    if args.show is not None and args.show < 0:
+        raise SFTError(f"--show must be 0 or more, got {args.show}")
+    # Exact repeats are what this command reports, so they do not stop it as they stop `check`.
+    raw, records = load_checked(args.file, args.format, None, args.sha256, duplicates=False)
+    source = display_source(args.file)
+    cross = args.against is not None
+    if cross:
+        others = load_checked(args.against, duplicates=False)[1]
+        pairs = dedup.cross_duplicates(records, others, args.threshold, args.method)
+    else:
+        pairs = dedup.find_duplicates(records, args.threshold, args.method)
+    drop = dedup.records_to_drop(pairs, cross)
+    written = None
+    if args.remove:
+        kept = [record for index, record in enumerate(raw) if index not in drop]
+        written = save_records(args.output, kept)
+    if args.json:
+        report = {
+            "source": source,
+            "against": display_source(args.against) if cross else None,
+            "records": len(records),
+            "threshold": args.threshold,
+            "method": args.method,
+            "pairs": [pair.as_dict() for pair in pairs],
+            "records_to_remove": sorted(drop),
+            "output": str(written) if written else None,
+        }
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print_dedup_report(args, source, len(records), pairs, drop, written)
+    return 0 if not pairs or written else 1
+
+
+def print_dedup_report(
+    args: argparse.Namespace, source: str, count: int, pairs: list[Any], drop: set[int], written: Path | None
+) -> None:
+    at = f"at similarity >= {args.threshold} ({args.method})"
+    if args.against is not None:
+        other = display_source(args.against)
+        print(
+            f"{source}: {len(drop)} of {count} records near-duplicate records of {other}: "
+            f"{plural(len(pairs), 'pair')} {at}"
+        )
+    elif not pairs:
+        print(f"{source}: {count} records, no pairs {at}")
+    else:
+        identical = sum(1 for pair in pairs if not pair.differs)
+        print(
+            f"{source}: {count} records, {plural(len(pairs), 'pair')} {at}: {identical} identical after normalising, "
+            f"{len(pairs) - identical} near"
+        )
+    shown = pairs if args.show is None else pairs[: args.show]
+    for pair in shown:
+        if args.against is not None:
+            subject, target = f"record {pair.first}", f"{display_source(args.against)} record {pair.second}"
+        else:
+            subject, target = f"record {pair.second}", f"record {pair.first}"
+        print(f"  {subject} near-duplicates {target}: similarity {pair.similarity:.3f}, {pair.describe_fields()}")
+    if len(shown) < len(pairs):
+        print(f"  ... and {len(pairs) - len(shown)} more (--show to change how many, --json for all)")
+    if written is not None:
+        print(f"wrote {count - len(drop)} records to {written} ({len(drop)} removed; {source} unchanged)")
+    elif pairs:
+        which = f"{source}'s record of each pair" if args.against is not None else "the later of each pair"
+        print(f"--remove --output OUT writes the data without {plural(len(drop), 'record')}: {which}")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (through links, `..` or a different spelling)."""
+    first, second = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if first.exists() and second.exists():
+            return os.path.samefile(first, second)
+    except OSError:
+        pass
+    return first.resolve() == second.resolve()
 
 
 def run_synth(args: argparse.Namespace) -> int:

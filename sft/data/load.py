@@ -18,11 +18,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sft.data.validate import ALPACA_MAP, FIELDS, collect_problems, json_object, to_alpaca
+from sft.data.validate import ALPACA_MAP, FIELDS, check_records, json_object
 from sft.errors import DataError, SFTError
 from sft.paths import atomic_write_bytes, cache_dir
 
@@ -46,7 +47,29 @@ class RawSource:
 
     records: Any
     name: str
-    lines: list[int] | None = None  # line each record starts on, for files
+    lines: Sequence[int] | None = None  # line each record starts on, for files
+
+
+class RecordLines(Sequence[int]):
+    """The line each record of a JSON array starts on, found only when a message first asks for one.
+
+    Finding them means scanning the whole text once more; valid data never needs them, so it never pays.
+    """
+
+    def __init__(self, text: str):
+        self.text: str | None = text
+        self.found: list[int] = []
+
+    def lines(self) -> list[int]:
+        if self.text is not None:
+            self.found, self.text = record_lines(self.text), None
+        return self.found
+
+    def __len__(self) -> int:
+        return len(self.lines())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.lines()[index]
 
 
 def load_records(
@@ -58,6 +81,7 @@ def load_records(
     max_length: int | None = None,
     template: Any = None,
     length_option: str = "--max-length",
+    token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
 ) -> list[dict[str, str]]:
     """Validated records in Alpaca form from `source`; raises DataError listing every problem.
 
@@ -66,11 +90,31 @@ def load_records(
     `owner/name:split`), or `sft-synth[:N]`. `format` is "auto", "alpaca", "dolly" or a mapping
     such as "instruction=question,output=answer"; `field_map` maps target fields to source fields.
     With a `tokenizer` and `max_length`, records longer than that (as training renders them with
-    `template`) are problems too; `length_option` is how messages name that limit.
+    `template`) are problems too; `length_option` is how messages name that limit, and
+    `token_lengths`, given, measures them (see `validate.collect_problems`).
     """
+    return load_checked(
+        source, format, field_map, sha256, tokenizer, max_length, template, length_option, token_lengths=token_lengths
+    )[1]
+
+
+def load_checked(
+    source: str,
+    format: str = "auto",
+    field_map: dict[str, str] | None = None,
+    sha256: str | None = None,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    template: Any = None,
+    length_option: str = "--max-length",
+    duplicates: bool = True,
+    token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
+) -> tuple[list[Any], list[dict[str, str]]]:
+    """`load_records`, also returning the records as parsed (for writing a file back in its own field names);
+    `duplicates=False` lets exact repeats pass."""
     raw = read_source(str(source), sha256)
     mapping = resolve_mapping(format, field_map, raw.records, raw.name)
-    problems = collect_problems(
+    problems, valid = check_records(
         raw.records,
         raw.name,
         mapping,
@@ -79,10 +123,12 @@ def load_records(
         template=template,
         lines=raw.lines,
         length_option=length_option,
+        duplicates=duplicates,
+        token_lengths=token_lengths,
     )
     if problems:
         raise DataError(problems)
-    return [to_alpaca(record, mapping) for record in raw.records]
+    return raw.records, [valid[index] for index in range(len(raw.records))]
 
 
 def read_source(source: str, sha256: str | None = None) -> RawSource:
@@ -192,7 +238,7 @@ def parse_json(text: str, name: str) -> RawSource:
         ) from None
     except RecursionError:
         raise DataError([too_deep(name)]) from None
-    return RawSource(value, name, record_lines(text) if isinstance(value, list) else None)
+    return RawSource(value, name, RecordLines(text) if isinstance(value, list) else None)
 
 
 def parse_jsonl(text: str, name: str) -> RawSource:

@@ -12,7 +12,7 @@ recipe trained on: `sft eval` and `sft compare` read the settings saved with the
 import json
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -164,9 +164,14 @@ def check_fractions(train_fraction: float, test_fraction: float) -> None:
 
 
 def read_records(
-    data_args: DataArguments, tokenizer: Any = None, template: Any = None, max_length: int | None = None
+    data_args: DataArguments,
+    tokenizer: Any = None,
+    template: Any = None,
+    max_length: int | None = None,
+    token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
 ) -> list[dict[str, str]]:
-    """Every record of the data `data_args` names, validated (their token lengths too, given a tokenizer)."""
+    """Every record of the data `data_args` names, validated (their token lengths too, given a tokenizer;
+    `token_lengths` measures them instead of tokenizing here, as `validate.collect_problems` says)."""
     from sft.data.load import load_records
 
     return load_records(
@@ -178,6 +183,7 @@ def read_records(
         max_length=max_length,
         template=template,
         length_option="max_length",  # the recipe key, which is what the user of these settings sets
+        token_lengths=token_lengths,
     )
 
 
@@ -193,14 +199,22 @@ def split_as(data_args: DataArguments, records: Sequence[T]) -> dict[str, list[T
 
 
 def load_splits(
-    data_args: DataArguments, tokenizer: Any = None, template: Any = None, max_length: int | None = None
+    data_args: DataArguments,
+    tokenizer: Any = None,
+    template: Any = None,
+    max_length: int | None = None,
+    token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """The validated records, split as `data_args` says; `max_train_records` keeps only the first training
     records."""
-    records = read_records(data_args, tokenizer, template, max_length)
-    splits = split_as(data_args, records)
-    if data_args.max_train_records is not None:
-        splits["train"] = splits["train"][: data_args.max_train_records]
+    return split_loaded(data_args, read_records(data_args, tokenizer, template, max_length, token_lengths))
+
+
+def split_loaded(data_args: DataArguments, records: Sequence[T]) -> dict[str, list[T]]:
+    """`load_splits` for records already read: split, `max_train_records` applied, an empty train split
+    refused, the sizes logged."""
+    index = split_indices(data_args, len(records))
+    splits = {name: [records[i] for i in index[name]] for name in SPLITS}
     check_train_split(data_args, splits, len(records))
     logger.info(
         "Data %s: %d train, %d validation, %d test records",
@@ -210,6 +224,15 @@ def load_splits(
         len(splits["test"]),
     )
     return splits
+
+
+def split_indices(data_args: DataArguments, count: int) -> dict[str, list[int]]:
+    """Which of `count` records (by position, from 0) each split of `load_splits` holds: the split depends on
+    the number of records and the settings only, so these index rows of the same data tokenized elsewhere."""
+    index = split_as(data_args, range(count))
+    if data_args.max_train_records is not None:
+        index["train"] = index["train"][: data_args.max_train_records]
+    return index
 
 
 def check_train_split(

@@ -8,7 +8,7 @@ to do about it.
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 FIELDS = ("instruction", "input", "output")
@@ -53,6 +53,8 @@ def collect_problems(
     template: Any = None,
     lines: Sequence[int] | None = None,
     length_option: str = "--max-length",
+    duplicates: bool = True,
+    token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
 ) -> list[str]:
     """Every problem in `raw` records read from `source`, one message each; `field_map` names the
     fields (target -> field in the file), Alpaca names by default.
@@ -60,11 +62,32 @@ def collect_problems(
     `lines` gives the line each record starts on, so messages can point into the file. Records
     longer than `max_length` are summed up in one line after the other problems (with the first few
     named), since a limit that is too small would otherwise flag most of a data set;
-    `length_option` is how that line names the limit (`max_length` in a recipe).
+    `length_option` is how that line names the limit (`max_length` in a recipe). `duplicates=False`
+    lets exact repeats pass (`sft data dedup` reports them itself); `token_lengths` measures the valid
+    records instead of tokenizing them here (training passes one that keeps the token ids it computes).
     """
+    return check_records(
+        raw, source, field_map, tokenizer, max_length, template, lines, length_option, duplicates, token_lengths
+    )[0]
+
+
+def check_records(
+    raw: Any,
+    source: str,
+    field_map: Mapping[str, str] | None = None,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    template: Any = None,
+    lines: Sequence[int] | None = None,
+    length_option: str = "--max-length",
+    duplicates: bool = True,
+    token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
+) -> tuple[list[str], dict[int, dict[str, Any]]]:
+    """`collect_problems`, also returning the valid records in Alpaca form by index, so a caller that
+    finds no problems does not convert them again."""
     top = top_level_problem(raw, source)
     if top:
-        return [top]
+        return [top], {}
     mapping = dict(field_map or ALPACA_MAP)
     where = RecordLocator(source, lines)
     problems: dict[int, list[str]] = {}
@@ -75,12 +98,15 @@ def collect_problems(
             problems[index] = [f"{where(index)}: {text}" for text in found]
         else:
             valid[index] = to_alpaca(record, mapping)
-    for index, text in duplicate_problems(valid):
-        problems.setdefault(index, []).append(f"{where(index)}: {text}")
+    if duplicates:
+        for index, text in duplicate_problems(valid):
+            problems.setdefault(index, []).append(f"{where(index)}: {text}")
     found = [text for index in sorted(problems) for text in problems[index]]
     if tokenizer is not None and max_length is not None:
-        found += length_problems(valid, tokenizer, max_length, template, where, length_option)
-    return found
+        # A measuring function sees only a whole, valid data set: the lengths it keeps are then the training set's.
+        measure = token_lengths if not found else None
+        found += length_problems(valid, tokenizer, max_length, template, where, length_option, measure)
+    return found, valid
 
 
 class RecordLocator:
@@ -125,30 +151,35 @@ def record_problems(record: Any, mapping: Mapping[str, str]) -> list[str]:
         for key, count in getattr(record, "repeated", {}).items()
     ]
     for target in FIELDS:
-        name = field_label(target, mapping)
         key = mapping.get(target, target)
         if key not in record:
             if target in REQUIRED:
-                found.append(f"field {name} is missing; add it ({REQUIRED[target]})")
+                found.append(f"field {field_label(target, mapping)} is missing; add it ({REQUIRED[target]})")
             continue
         value = record[key]
         if target == "input" and value is None:
             continue  # a null input means "no input", as exported by many dataset tools
+        # The label is built only for a problem: this loop runs for every field of every record.
         if not isinstance(value, str):
-            found.append(f"field {name} is {json_type(value)}, not a string; write it as text in quotes")
+            found.append(
+                f"field {field_label(target, mapping)} is {json_type(value)}, not a string; write it as text in quotes"
+            )
         elif SURROGATE.search(value):
-            found.append(surrogate_problem(f"field {name}", value))
+            found.append(surrogate_problem(f"field {field_label(target, mapping)}", value))
         elif target in REQUIRED and not value.strip():
-            found.append(f"field {name} is empty; give the record {REQUIRED[target]} or remove it")
+            found.append(
+                f"field {field_label(target, mapping)} is empty; give the record {REQUIRED[target]} or remove it"
+            )
     # Other fields are kept and written out with the record, so they must be valid text too.
     mapped = {mapping.get(target, target) for target in FIELDS}
-    for key, value in record.items():
-        if key in mapped:
-            continue
-        if SURROGATE.search(key):
-            found.append(surrogate_problem(f"the field name {shown(key)}", key))
-        elif (bad := broken_string(value)) is not None:
-            found.append(surrogate_problem(f"field {shown(key)}", bad, nested=not isinstance(value, str)))
+    if not record.keys() <= mapped:
+        for key, value in record.items():
+            if key in mapped:
+                continue
+            if SURROGATE.search(key):
+                found.append(surrogate_problem(f"the field name {shown(key)}", key))
+            elif (bad := broken_string(value)) is not None:
+                found.append(surrogate_problem(f"field {shown(key)}", bad, nested=not isinstance(value, str)))
     return found
 
 
@@ -190,15 +221,26 @@ def shown(key: str) -> str:
 
 def duplicate_problems(valid: dict[int, dict[str, Any]]) -> list[tuple[int, str]]:
     """Exact repeats: they weigh one example twice in training and can leak across splits."""
-    first_seen: dict[str, int] = {}
+    first_seen: dict[Any, int] = {}
     found = []
     for index, record in valid.items():
-        key = json.dumps(record, sort_keys=True, ensure_ascii=False)
+        key = duplicate_key(record)
         if key in first_seen:
             found.append((index, f"duplicates record {first_seen[key]} exactly; remove one of the two"))
         else:
             first_seen[key] = index
     return found
+
+
+def duplicate_key(record: dict[str, Any]) -> Any:
+    """A hashable key equal for exactly the records whose sorted-key JSON is equal.
+
+    Records whose values are all strings (nearly all) use their sorted items, several times faster than
+    serialising them; any other value is serialised, since 1, 1.0 and true are equal in Python but not in JSON.
+    """
+    if all(type(value) is str for value in record.values()):
+        return tuple(sorted(record.items()))
+    return json.dumps(record, sort_keys=True, ensure_ascii=False)
 
 
 def length_problems(
@@ -208,15 +250,21 @@ def length_problems(
     template: Any = None,
     where: Any = None,
     option: str = "--max-length",
+    token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
 ) -> list[str]:
     """Records that training would truncate, cutting off the response and its EOS: one summary line, then
-    the first few of them by name (`where` formats a record's place, as RecordLocator does)."""
+    the first few of them by name (`where` formats a record's place, as RecordLocator does). `token_lengths`,
+    given, measures the records instead of tokenizing them with `tokenizer` and `template`."""
     from sft.data.template import PromptTemplate
     from sft.data.tokenize import record_token_lengths
 
     where = where or RecordLocator("data", None)
     indices = list(valid)
-    lengths = record_token_lengths([valid[i] for i in indices], tokenizer, template or PromptTemplate())
+    records = [valid[i] for i in indices]
+    if token_lengths is not None:
+        lengths = list(token_lengths(records))
+    else:
+        lengths = record_token_lengths(records, tokenizer, template or PromptTemplate())
     over = [(index, length) for index, length in zip(indices, lengths) if length > max_length]
     if not over:
         return []

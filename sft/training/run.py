@@ -12,12 +12,11 @@ logger = logging.getLogger("sft.train")
 
 def train(recipe: Recipe) -> dict[str, Any]:
     """Run one recipe end to end; returns the metrics written to metrics.json."""
-    import datasets
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
-    from sft.data.split import load_splits
+    from sft.data.split import read_records, split_indices, split_loaded
     from sft.data.template import PromptTemplate
-    from sft.data.tokenize import tokenize_dataset
+    from sft.data.tokenize import TokenizedRecords
     from sft.errors import SFTError
     from sft.models.chat_template import stop_at_trained_eos
     from sft.models.load import load_model, load_tokenizer, resolve_model
@@ -67,10 +66,17 @@ def train(recipe: Recipe) -> dict[str, Any]:
                 logger.info(note)
         set_seed(training_args.seed)
 
-        # Data: load, validate, split as the recipe says, tokenize with completion-only labels.
+        # Data: load, validate, split as the recipe says, tokenize with completion-only labels. Every record is
+        # tokenized once, for the length check and for training alike, and the ids are cached by the records'
+        # text, the tokenizer and the template (sft.data.tokenize), so the next run on the same data reads them.
         tokenizer = load_tokenizer(model_args.model_name_or_path)
         template = PromptTemplate.with_preamble(data_args.prompt_preamble)
-        splits = load_splits(data_args, tokenizer, template, recipe.max_record_length)
+        tokenized = TokenizedRecords(tokenizer, template)
+        records = read_records(data_args, tokenizer, template, recipe.max_record_length, token_lengths=tokenized)
+        splits = split_loaded(data_args, records)
+        index = split_indices(data_args, len(records))
+        if main_process:
+            warn_near_duplicates(splits, index)
         run_fingerprint = fingerprint(recipe.saved, splits["train"], template)
         resume_from = None
         if recipe.resume:
@@ -82,10 +88,11 @@ def train(recipe: Recipe) -> dict[str, Any]:
                 f"train, {len(splits['test'])} test); lower train_fraction ({data_args.train_fraction}) or "
                 f"test_fraction ({data_args.test_fraction}), or add records"
             )
-        train_set = tokenize_dataset(datasets.Dataset.from_list(splits["train"]), tokenizer, template)
+        token_ids = tokenized.of(records)
+        train_set = token_ids.select(as_range(index["train"]))
         eval_set = None
         if splits["validation"] and training_args.eval_strategy != "no":
-            eval_set = tokenize_dataset(datasets.Dataset.from_list(splits["validation"]), tokenizer, template)
+            eval_set = token_ids.select(as_range(index["validation"]))
 
         # Model: full weights, or a frozen base with LoRA / prompt tuning adapters added by the trainer.
         model_kwargs: dict[str, Any] = {}
@@ -142,7 +149,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
         result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = dict(result.metrics)
         if eval_set is not None:
-            metrics.update(trainer.evaluate())
+            metrics.update(final_evaluation(trainer))
         metrics.update(
             train_records=len(splits["train"]),
             validation_records=len(splits["validation"]),
@@ -179,6 +186,55 @@ def train(recipe: Recipe) -> dict[str, Any]:
     return metrics
 
 
+# How many near-duplicate pairs the training log names one by one; the count covers them all.
+NEAR_DUPLICATE_EXAMPLES = 5
+
+
+def warn_near_duplicates(splits: dict[str, list[dict[str, Any]]], index: dict[str, list[int]]) -> None:
+    """Warn where validation or test records near-duplicate training records: their scores would measure
+    recall of the training data, not how the model answers new instructions. Records are named by their
+    place in the data (from 0), as `sft data check` and `sft data dedup` name them."""
+    from sft.data.dedup import DEFAULT_THRESHOLD, cross_duplicates
+
+    held_out = [(name, position) for name in ("validation", "test") for position in range(len(splits[name]))]
+    if not held_out or not splits["train"]:
+        return
+    pairs = cross_duplicates([splits[name][position] for name, position in held_out], splits["train"])
+    if not pairs:
+        return
+    for pair in pairs[:NEAR_DUPLICATE_EXAMPLES]:
+        name, position = held_out[pair.first]
+        logger.warning(
+            "record %d (%s) near-duplicates training record %d: similarity %.3f, %s",
+            index[name][position],
+            name,
+            index["train"][pair.second],
+            pair.similarity,
+            pair.describe_fields(),
+        )
+    counts = {
+        name: len({pair.first for pair in pairs if held_out[pair.first][0] == name}) for name in ("validation", "test")
+    }
+    more = f" (the first {NEAR_DUPLICATE_EXAMPLES} above)" if len(pairs) > NEAR_DUPLICATE_EXAMPLES else ""
+    logger.warning(
+        "%d validation and %d test records near-duplicate training records, %d pairs at similarity >= %s%s; "
+        "their scores overstate how the model answers new instructions. `sft data dedup DATA` lists every pair, "
+        "and with --remove --output FILE writes the data without the later record of each",
+        counts["validation"],
+        counts["test"],
+        len(pairs),
+        DEFAULT_THRESHOLD,
+        more,
+    )
+
+
+def as_range(indices: list[int]) -> range | list[int]:
+    """Consecutive indices as a range, which `Dataset.select` turns into a slice instead of an index mapping."""
+    if indices and indices[-1] - indices[0] == len(indices) - 1 and indices == list(range(indices[0], indices[-1] + 1)):
+        return range(indices[0], indices[-1] + 1)
+    return indices
+
+
 def output_bytes(model: Any, full: bool, training_args: Any) -> int:
     """About what the run writes: the saved weights (all of them, or the adapter's), and where checkpoints
     are kept, one more copy with AdamW's two fp32 states per trained weight."""
@@ -187,6 +243,17 @@ def output_bytes(model: Any, full: bool, training_args: Any) -> int:
     if str(getattr(training_args.save_strategy, "value", training_args.save_strategy)) == "no":
         return saved
     return 2 * saved + 8 * trained
+
+
+def final_evaluation(trainer: Any) -> dict[str, Any]:
+    """The validation figures of the saved model: those of an evaluation at the last step where the run
+    made one (a whole pass over the validation set, minutes at Alpaca scale, need not run twice), else a
+    new one. With load_best_model_at_end the saved model is another step's, so it is evaluated anew."""
+    state = trainer.state
+    last = next((entry for entry in reversed(state.log_history) if "eval_loss" in entry), None)
+    if last is not None and last.get("step") == state.global_step and not trainer.args.load_best_model_at_end:
+        return {key: value for key, value in last.items() if key.startswith("eval_")}
+    return trainer.evaluate()
 
 
 def model_dtype(dtype: str | None) -> Any:
