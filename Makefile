@@ -9,6 +9,7 @@ TORCH_CPU ?= torch==2.13.0
 OUT ?= out
 DATA ?= ../shared/data/instruction-data.json
 RECIPE ?= recipes/smollm2-135m.yaml
+STAGES ?= sft
 
 .PHONY: install test lint demo reproduce bench bench-quick clean
 
@@ -38,7 +39,7 @@ demo: install
 	$(VENV)/bin/sft demo --output-dir $(OUT)/demo --overwrite
 
 reproduce: install
-	$(VENV)/bin/sft reproduce --data $(DATA) --output-dir $(OUT) --recipe $(RECIPE) $(if $(OVERWRITE),--overwrite)
+	$(VENV)/bin/sft reproduce --data $(DATA) --output-dir $(OUT) --recipe $(RECIPE) --stages $(STAGES) $(if $(OVERWRITE),--overwrite)
 
 bench: install
 	$(PY) -m bench.run --full

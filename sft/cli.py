@@ -26,7 +26,10 @@ COMMANDS: dict[str, Command] = {
     "data": Command(
         "sft.data.commands", "data_command", "check, prepare, inspect, deduplicate or synthesise instruction data"
     ),
-    "train": Command("sft.train", "main", "fine-tune a model from a YAML recipe (full, LoRA or prompt tuning)"),
+    "train": Command("sft.train", "main", "fine-tune a model from a YAML recipe (SFT: full, LoRA, prompt tuning; DPO)"),
+    "prefs": Command(
+        "sft.preference.commands", "prefs_command", "build preference pairs from a fine-tune's answers, for DPO"
+    ),
     "generate": Command("sft.inference.commands", "generate_command", "one response for one instruction"),
     "chat": Command("sft.inference.commands", "chat_command", "talk to a model interactively, with streamed responses"),
     "serve": Command("sft.inference.commands", "serve_command", "serve a model over an OpenAI-compatible HTTP API"),

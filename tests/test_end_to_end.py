@@ -54,6 +54,33 @@ def test_reproduce_on_tiny_model(tmp_path: Path, capsys) -> None:
     assert "training time" in printed
 
 
+def test_reproduce_runs_sft_then_dpo(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([{"instruction": f"Add {i} and {i + 1}.", "input": "", "output": str(2 * i + 1)}
+                                for i in range(40)]))  # fmt: skip
+    out = tmp_path / "r"
+    code = sft_main(["reproduce", "--data", str(data), "--output-dir", str(out), "--recipe", str(REPO / "recipes" /
+                     "tiny.yaml"), "--stages", "sft,dpo", "--dpo-recipe", str(REPO / "recipes" / "tiny-dpo.yaml"),
+                     "--pair-samples", "2", "--skip-base", "--", "--max_steps", "3"])  # fmt: skip
+    assert code == 0
+    pairs = json.loads((out / "data" / "pairs.json").read_text())
+    train = json.loads((out / "data" / "train.json").read_text())
+    assert pairs and {p["instruction"] for p in pairs} <= {r["instruction"] for r in train}
+    assert (out / "dpo-model" / "model.safetensors").is_file()
+    assert json.loads((out / "dpo-eval" / "eval_metrics.json").read_text())["n"] == 4
+    results = json.loads((out / "results.json").read_text())
+    assert results["stages"] == ["sft", "dpo"] and results["dpo_train_seconds"] > 0
+    assert "preference_accuracy" in results["dpo_train_metrics"]
+    printed = capsys.readouterr().out
+    assert "fine-tuned + DPO (tiny-dpo.yaml)" in printed and "DPO training" in printed
+
+
+def test_reproduce_refuses_a_dpo_stage_without_sft(tmp_path: Path, capsys) -> None:
+    argv = ["reproduce", "--data", "x.json", "--output-dir", str(tmp_path / "r"), "--stages", "dpo"]
+    assert sft_main(argv) == 2
+    assert "sft,dpo" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["demo", "reproduce"])
 def test_help(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -81,12 +81,16 @@ def add_check(actions: Any) -> None:
         "validate a data file and list every problem in it",
         "Validate every record and report all problems at once, one line each, naming the file,\n"
         "the record (counted from 0) and the field. Exits 0 when the data is valid, 2 otherwise.\n"
+        "A file whose records have `chosen` or `rejected` keys is read as preference pairs (what\n"
+        "`sft prefs build` writes and `stage: dpo` trains on): each needs non-empty text `prompt`,\n"
+        "`chosen` and `rejected`, two different responses, and text in any instruction/input/output.\n"
         "With --max-length, records longer than that many tokens (prompt + response + EOS) under\n"
         "the tokenizer of --model are reported too.",
         "  sft data check data.json\n"
         "  sft data check dolly.jsonl --format dolly\n"
         "  sft data check qa.json --format instruction=question,output=answer\n"
-        "  sft data check data.json --model smollm2-135m-instruct --max-length 512",
+        "  sft data check data.json --model smollm2-135m-instruct --max-length 512\n"
+        "  sft data check pairs.json",
     )
     add_source_args(parser)
     parser.add_argument(
@@ -266,13 +270,18 @@ def data_command(argv: list[str]) -> int:
 
 
 def read(
-    args: argparse.Namespace, tokenizer: Any = None, max_length: int | None = None, lengths: Any = None
+    args: argparse.Namespace,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    lengths: Any = None,
+    layout: str = "instruction",
 ) -> list[dict[str, str]]:
     """The validated records of `args.file`; `--format` may be a named layout or a field mapping. `lengths`
-    (a `LengthMemo`) keeps the token lengths the length check measures, so they are not measured twice."""
+    (a `LengthMemo`) keeps the token lengths the length check measures, so they are not measured twice.
+    `layout` "auto" also reads a file of preference pairs (`sft data check`)."""
     template = template_for(args.model) if tokenizer is not None else None
     return load_records(
-        args.file, args.format, None, args.sha256, tokenizer, max_length, template, token_lengths=lengths
+        args.file, args.format, None, args.sha256, tokenizer, max_length, template, token_lengths=lengths, layout=layout
     )
 
 
@@ -294,16 +303,22 @@ class LengthMemo:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from sft.data.validate import is_preference_layout, preference_token_lengths
+
     model = args.model or (OFFLINE_DEFAULT if args.max_length else None)
     tokenizer = load_tokenizer(model) if model else None
     lengths = LengthMemo(tokenizer, model) if tokenizer is not None else None
-    records = read(args, tokenizer, args.max_length, lengths)
-    print(f"{display_source(args.file)}: {len(records)} valid records")
-    if lengths is not None:
-        stats = length_stats(lengths.of(records))
+    records = read(args, tokenizer, args.max_length, lengths, layout="auto")
+    pairs = is_preference_layout(records)
+    counted = plural(len(records), "valid preference pair") if pairs else f"{len(records)} valid records"
+    print(f"{display_source(args.file)}: {counted}")
+    if lengths is not None and tokenizer is not None:
+        measured = preference_token_lengths(records, tokenizer) if pairs else lengths.of(records)
+        stats = length_stats(measured)
         limit = f" (limit {args.max_length})" if args.max_length else ""
+        what = "pair (prompt + the longer response + EOS)" if pairs else "record"
         print(
-            f"tokens per record with {model}: min {stats['min']}, mean {stats['mean']:.1f}, "
+            f"tokens per {what} with {model}: min {stats['min']}, mean {stats['mean']:.1f}, "
             f"p95 {stats['p95']}, max {stats['max']}{limit}"
         )
     return 0

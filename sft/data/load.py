@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sft.data.validate import ALPACA_MAP, FIELDS, check_records, json_object
+from sft.data.validate import (
+    ALPACA_MAP,
+    FIELDS,
+    PREFERENCE_FIELDS,
+    check_preference_records,
+    check_records,
+    is_preference_layout,
+    json_object,
+)
 from sft.errors import DataError, SFTError
 from sft.paths import atomic_write_bytes, cache_dir
 
@@ -34,6 +42,8 @@ FORMATS: dict[str, dict[str, str]] = {
     "alpaca": ALPACA_MAP,
     "dolly": {"instruction": "instruction", "input": "context", "output": "response"},
 }
+# What a source must hold: instruction records, preference pairs (prompt, chosen, rejected), or whichever it does.
+LAYOUTS = ("instruction", "preference", "auto")
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 FILE_SUFFIXES = JSONL_SUFFIXES | {".json", ".txt", ".gz"}
 URL_SCHEMES = ("http://", "https://")
@@ -82,6 +92,7 @@ def load_records(
     template: Any = None,
     length_option: str = "--max-length",
     token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
+    layout: str = "instruction",
 ) -> list[dict[str, str]]:
     """Validated records in Alpaca form from `source`; raises DataError listing every problem.
 
@@ -92,9 +103,22 @@ def load_records(
     With a `tokenizer` and `max_length`, records longer than that (as training renders them with
     `template`) are problems too; `length_option` is how messages name that limit, and
     `token_lengths`, given, measures them (see `validate.collect_problems`).
+
+    `layout` says what the source must hold: `instruction` records (a file of preference pairs is refused in
+    one line), `preference` pairs (prompt, chosen, rejected: TRL's DPO layout, the pairs kept as they are),
+    or `auto`, either, told apart by their keys (`sft data check`).
     """
     return load_checked(
-        source, format, field_map, sha256, tokenizer, max_length, template, length_option, token_lengths=token_lengths
+        source,
+        format,
+        field_map,
+        sha256,
+        tokenizer,
+        max_length,
+        template,
+        length_option,
+        token_lengths=token_lengths,
+        layout=layout,
     )[1]
 
 
@@ -109,10 +133,25 @@ def load_checked(
     length_option: str = "--max-length",
     duplicates: bool = True,
     token_lengths: Callable[[list[dict[str, Any]]], Sequence[int]] | None = None,
+    layout: str = "instruction",
 ) -> tuple[list[Any], list[dict[str, str]]]:
     """`load_records`, also returning the records as parsed (for writing a file back in its own field names);
     `duplicates=False` lets exact repeats pass."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     raw = read_source(str(source), sha256)
+    if source_layout(raw, layout) == "preference":
+        if (format or "auto").strip().lower() != "auto" or field_map:
+            raise SFTError(
+                f"{raw.name}: holds preference pairs, whose fields are always named {', '.join(PREFERENCE_FIELDS)}; "
+                "--format and field maps (dataset_format, dataset_field_map) apply to instruction records only"
+            )
+        problems, valid = check_preference_records(
+            raw.records, raw.name, tokenizer, max_length, raw.lines, length_option, duplicates
+        )
+        if problems:
+            raise DataError(problems)
+        return raw.records, [valid[index] for index in range(len(raw.records))]
     mapping = resolve_mapping(format, field_map, raw.records, raw.name)
     problems, valid = check_records(
         raw.records,
@@ -149,6 +188,31 @@ def read_source(source: str, sha256: str | None = None) -> RawSource:
         reject_pin(source, sha256)
         return RawSource(load_hub(source), source)
     raise SFTError(f"{source}: no such file; check the path (a JSON array or JSON Lines file of records)")
+
+
+def source_layout(raw: RawSource, wanted: str) -> str:
+    """`instruction` or `preference`: what the parsed source holds, checked against what the caller wants."""
+    pairs = is_preference_layout(raw.records)
+    if wanted == "instruction" and pairs:
+        raise DataError(
+            [
+                f"{raw.name}: holds preference pairs (prompt, chosen, rejected), not instruction records; train on it "
+                "with `stage: dpo`, or pass a file of instruction records (instruction, input, output)"
+            ]
+        )
+    if wanted == "preference" and not pairs:
+        records = raw.records if isinstance(raw.records, list) else []
+        keys = {key for record in records if isinstance(record, dict) for key in record}
+        if not keys & set(PREFERENCE_FIELDS) and keys & set(FIELDS):
+            raise DataError(
+                [
+                    f"{raw.name}: holds instruction records (instruction, input, output), not preference pairs "
+                    "(prompt, chosen, rejected); build pairs from it with `sft prefs build --model SFT_DIR "
+                    f"--data {raw.name} --output pairs.json`"
+                ]
+            )
+        return "preference"  # a list of something else: validation names what each pair lacks
+    return "preference" if pairs else "instruction"
 
 
 def reject_pin(source: str, sha256: str | None) -> None:

@@ -256,18 +256,43 @@ def check_train_split(
     )
 
 
-def data_arguments_for_model(model_dir: str | Path | None, data: str) -> DataArguments:
-    """The data arguments a fine-tuned model was trained with, applied to `data`; the defaults where the
-    model saved no recipe (a Hub model, a base model)."""
+# In the recipe file of a preference-tuned (DPO) model: the instruction-data settings of the SFT model it
+# started from. Its own data are preference pairs, so these are the settings its instruction splits follow.
+INSTRUCTION_DATA_KEY = "instruction_data"
+INSTRUCTION_DATA_FIELDS = (
+    "dataset_name",
+    "dataset_format",
+    "dataset_field_map",
+    "train_fraction",
+    "test_fraction",
+    "split_shuffle",
+    "split_seed",
+    "prompt_preamble",
+)
+
+
+def data_arguments_for_model(model_dir: str | Path | None, data: str | None) -> DataArguments:
+    """The data arguments a fine-tuned model was trained with, applied to `data` (None: its own data); the
+    defaults where the model saved no recipe (a Hub model, a base model). For a DPO model, those of the SFT
+    model it started from."""
     from sft.paths import RECIPE_FILE
 
     path = Path(model_dir) / RECIPE_FILE if model_dir else None
     if path is None or not path.is_file():
-        return DataArguments(dataset_name=data)
+        return DataArguments() if data is None else DataArguments(dataset_name=data)
     import yaml
 
     recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return DataArguments.from_recipe(recipe if isinstance(recipe, dict) else {}, data)
+    recipe = recipe if isinstance(recipe, dict) else {}
+    if isinstance(recipe.get(INSTRUCTION_DATA_KEY), dict):
+        recipe = recipe[INSTRUCTION_DATA_KEY]
+    return DataArguments.from_recipe(recipe, data)
+
+
+def instruction_data_settings(model_dir: str | Path) -> dict[str, Any]:
+    """What a DPO model's recipe file records under INSTRUCTION_DATA_KEY for the SFT model in `model_dir`."""
+    settings = data_arguments_for_model(model_dir, None)
+    return {name: getattr(settings, name) for name in INSTRUCTION_DATA_FIELDS}
 
 
 def select_split(data_args: DataArguments, split: str, limit: int | None = None) -> list[dict[str, str]]:

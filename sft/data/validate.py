@@ -122,11 +122,13 @@ class RecordLocator:
         return f"{self.source}: record {index}"
 
 
-def top_level_problem(raw: Any, source: str) -> str | None:
-    """A problem with the file as a whole: not a list of records, or no records at all."""
+def top_level_problem(raw: Any, source: str, fields: Sequence[str] = FIELDS) -> str | None:
+    """A problem with the file as a whole: not a list of records, or no records at all (`fields` name what a
+    record holds, for the message)."""
     if isinstance(raw, list):
         if not raw:
-            return f'{source}: holds no records; add at least one {{"instruction", "input", "output"}} object'
+            example = ", ".join(f'"{name}"' for name in fields)
+            return f"{source}: holds no records; add at least one {{{example}}} object"
         return None
     hint = ""
     if isinstance(raw, dict):
@@ -274,6 +276,143 @@ def length_problems(
     )
     examples = [
         f"{where(index)}: is {length} tokens long (prompt + response + EOS)" for index, length in over[:LENGTH_EXAMPLES]
+    ]
+    return [summary, *examples]
+
+
+# Preference pairs ----------------------------------------------------------------------------------
+#
+# TRL's DPOTrainer layout: a `prompt` and two responses to it, `chosen` (preferred) and `rejected`, with the
+# source record's instruction, input and output beside them where `sft prefs build` wrote it. A file is read
+# as pairs where any record has a `chosen` or `rejected` key.
+
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+PREFERENCE_MARKERS = ("chosen", "rejected")
+# What a pair is missing without each field.
+PREFERENCE_REQUIRED = {
+    "prompt": "the prompt both responses answer",
+    "chosen": "the preferred response",
+    "rejected": "the response the model should move away from",
+}
+
+
+def is_preference_layout(raw: Any) -> bool:
+    """Whether parsed records are preference pairs: some record has a `chosen` or `rejected` key."""
+    if not isinstance(raw, list):
+        return False
+    return any(isinstance(record, dict) and any(key in record for key in PREFERENCE_MARKERS) for record in raw)
+
+
+def check_preference_records(
+    raw: Any,
+    source: str,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    lines: Sequence[int] | None = None,
+    length_option: str = "--max-length",
+    duplicates: bool = True,
+) -> tuple[list[str], dict[int, dict[str, Any]]]:
+    """`check_records` for preference pairs: every problem, one line each, naming the file, the record (from 0)
+    and the field, and the valid pairs by index. With a `tokenizer` and `max_length`, pairs longer than that
+    (prompt + the longer response + EOS, as training encodes them) are problems too."""
+    top = top_level_problem(raw, source, PREFERENCE_FIELDS)
+    if top:
+        return [top], {}
+    where = RecordLocator(source, lines)
+    problems: dict[int, list[str]] = {}
+    valid: dict[int, dict[str, Any]] = {}
+    for index, record in enumerate(raw):
+        found = preference_problems(record)
+        if found:
+            problems[index] = [f"{where(index)}: {text}" for text in found]
+        else:
+            valid[index] = dict(record)
+    if duplicates:
+        for index, text in duplicate_problems(valid):
+            problems.setdefault(index, []).append(f"{where(index)}: {text}")
+    found = [text for index in sorted(problems) for text in problems[index]]
+    if tokenizer is not None and max_length is not None and not found:
+        found += preference_length_problems(valid, tokenizer, max_length, where, length_option)
+    return found, valid
+
+
+def preference_problems(record: Any) -> list[str]:
+    """Problems of one pair on its own: its shape, missing, empty or non-text fields, two identical responses."""
+    if not isinstance(record, dict):
+        return [
+            f"is {json_type(record)}, not an object; each pair must be an object like "
+            '{"prompt": "...", "chosen": "...", "rejected": "..."}'
+        ]
+    found = [
+        f"key {shown(key)} appears {count} times; JSON keeps only the last value, so keep one and remove the others"
+        for key, count in getattr(record, "repeated", {}).items()
+    ]
+    for name, meaning in PREFERENCE_REQUIRED.items():
+        if name not in record:
+            found.append(f"field '{name}' is missing; add it ({meaning})")
+            continue
+        value = record[name]
+        if not isinstance(value, str):
+            found.append(f"field '{name}' is {json_type(value)}, not a string; write it as text in quotes")
+        elif SURROGATE.search(value):
+            found.append(surrogate_problem(f"field '{name}'", value))
+        elif not value.strip():
+            found.append(f"field '{name}' is empty; give the pair {meaning} or remove it")
+    chosen, rejected = record.get("chosen"), record.get("rejected")
+    if isinstance(chosen, str) and isinstance(rejected, str) and chosen.strip() and chosen.strip() == rejected.strip():
+        found.append(
+            "fields 'chosen' and 'rejected' are the same text, so the pair prefers nothing; remove it or change one"
+        )
+    # The source record's fields, where given, are text as in an instruction file (a null input means none).
+    for name in FIELDS:
+        value = record.get(name)
+        if name not in record or (name == "input" and value is None):
+            continue
+        if not isinstance(value, str):
+            found.append(f"field '{name}' is {json_type(value)}, not a string; write it as text in quotes")
+        elif SURROGATE.search(value):
+            found.append(surrogate_problem(f"field '{name}'", value))
+    for key, value in record.items():
+        if key in PREFERENCE_FIELDS or key in FIELDS:
+            continue
+        if SURROGATE.search(key):
+            found.append(surrogate_problem(f"the field name {shown(key)}", key))
+        elif (bad := broken_string(value)) is not None:
+            found.append(surrogate_problem(f"field {shown(key)}", bad, nested=not isinstance(value, str)))
+    return found
+
+
+def preference_token_lengths(records: Sequence[dict[str, Any]], tokenizer: Any) -> list[int]:
+    """Prompt + the longer response + EOS of each pair, in tokens, as DPO training encodes them (the prompt with
+    the tokenizer's special tokens, each response alone and closed by EOS, as SFT encodes a record)."""
+    from sft.data.tokenize import LENGTH_BATCH, encode_completions, encode_prompts
+
+    lengths: list[int] = []
+    for start in range(0, len(records), LENGTH_BATCH):
+        chunk = records[start : start + LENGTH_BATCH]
+        prompts = encode_prompts(tokenizer, [r["prompt"] for r in chunk])
+        chosen = encode_completions(tokenizer, [r["chosen"] for r in chunk])
+        rejected = encode_completions(tokenizer, [r["rejected"] for r in chunk])
+        lengths += [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)]
+    return lengths
+
+
+def preference_length_problems(
+    valid: dict[int, dict[str, Any]], tokenizer: Any, max_length: int, where: Any, option: str
+) -> list[str]:
+    """Pairs that training would truncate: one summary line, then the first few by name."""
+    indices = list(valid)
+    lengths = preference_token_lengths([valid[i] for i in indices], tokenizer)
+    over = [(index, length) for index, length in zip(indices, lengths) if length > max_length]
+    if not over:
+        return []
+    summary = (
+        f"{where.source}: {len(over)} of {len(indices)} pairs are longer than {option} {max_length} tokens "
+        f"(longest: {max(length for _, length in over)}); raise it or shorten them"
+    )
+    examples = [
+        f"{where(index)}: is {length} tokens long (prompt + the longer response + EOS)"
+        for index, length in over[:LENGTH_EXAMPLES]
     ]
     return [summary, *examples]
 

@@ -27,6 +27,27 @@ from sft.secrets import GIVEN, is_secret_name
 logger = logging.getLogger(__name__)
 
 METHODS = ("full", "lora", "qlora", "prompt_tuning")
+# What a run trains: instruction tuning on records (`sft`), or preference tuning of an SFT model on pairs (`dpo`).
+STAGES = ("sft", "dpo")
+DPO_METHODS = ("full", "lora")
+# The losses TRL's DPOTrainer implements (trl.DPOConfig.loss_type).
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 HELP_WIDTH = 100  # fixed, so that the help text can be cached whatever the terminal's width
 
 
@@ -86,6 +107,32 @@ class TrainingConfig(SFTConfig):
     """TRL's SFTConfig with defaults that suit instruction tuning on any machine, CPUs included."""
 
     output_dir: str | None = field(default="out/run", metadata={"help": "Where the model and reports go."})
+    # The stage: SFT on instruction records, or DPO (TRL's DPOTrainer) on preference pairs, starting from an
+    # SFT output directory (model_name_or_path) whose weights are also the frozen reference.
+    stage: str = field(
+        default="sft",
+        metadata={
+            "help": "sft: instruction tuning on records (instruction, input, output); dpo: preference tuning on pairs "
+            "(prompt, chosen, rejected, as `sft prefs build` writes them) of the SFT output directory named by "
+            "model_name_or_path, whose weights are the frozen reference.",
+            "choices": list(STAGES),
+        },
+    )
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "stage dpo: how far the model may move from the reference (DPO's beta; higher stays closer). "
+            "Must be above 0."
+        },
+    )
+    dpo_loss_type: str = field(
+        default="sigmoid",
+        metadata={
+            "help": "stage dpo: the preference loss (TRL's loss_type): sigmoid is the DPO paper's; ipo, hinge, robust, "
+            "apo_zero, ... as TRL names them. (loss_type is the SFT loss.)",
+            "choices": list(DPO_LOSS_TYPES),
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -305,6 +352,7 @@ def resolve(data_args: DataArguments, model_args: ModelArguments, training_args:
     problems = recipe_problems(model_args, training_args, data_args)
     if problems:
         raise DataError(problems)
+    notes = dpo_defaults(training_args) if training_args.stage == "dpo" else []
     recipe = Recipe(
         data=data_args,
         model=model_args,
@@ -312,6 +360,7 @@ def resolve(data_args: DataArguments, model_args: ModelArguments, training_args:
         saved=recipe_dict(data_args, model_args, training_args),
         max_record_length=training_args.max_length,
         resume=resume_target(training_args.resume_from_checkpoint),
+        notes=notes,
     )
     # The token leaves the arguments before anything can print, save or pickle them.
     recipe.hub_token, training_args.hub_token = training_args.hub_token, None
@@ -320,6 +369,10 @@ def resolve(data_args: DataArguments, model_args: ModelArguments, training_args:
         # upload every checkpoint and pickled file, so it is switched off.
         recipe.push_repo = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
         training_args.push_to_hub = False
+    if training_args.stage == "dpo":
+        # Each batch holds a pair's two responses side by side; TRL's DPOTrainer pads them (it has no padding-free
+        # path), and counts the tokens it sees by the attention mask.
+        training_args.padding_free = False
     if model_args.method == "prompt_tuning" and training_args.padding_free:
         # Virtual tokens are prepended per row, so concatenated records would share one soft prompt.
         recipe.notes.append("Prompt tuning pads batches instead of concatenating records (padding_free=False)")
@@ -350,6 +403,10 @@ def recipe_problems(
     if model_args.method not in METHODS:
         problems.append(f"method {model_args.method!r} is not one of {', '.join(METHODS)}")
     args = training_args
+    if args.stage not in STAGES:
+        problems.append(f"stage {args.stage!r} is not one of {', '.join(STAGES)}")
+    elif args.stage == "dpo":
+        problems += dpo_problems(model_args, args, positive)
     if args.max_steps == 0 or args.max_steps < -1:
         problems.append(f"max_steps must be -1 (train num_train_epochs) or at least 1, got {args.max_steps}")
     if args.max_steps < 1 and not (math.isfinite(args.num_train_epochs) and args.num_train_epochs > 0):
@@ -375,6 +432,40 @@ def recipe_problems(
     if model_args.method == "prompt_tuning":
         positive("num_virtual_tokens", model_args.num_virtual_tokens)
     problems += evaluation_problems(args, data_args, positive)
+    return problems
+
+
+# Where a DPO recipe leaves them at the SFT defaults: the settings of the book's DPO run. A higher learning rate
+# or more epochs drive the loss to zero on the training pairs (the policy drifts from the reference).
+DPO_DEFAULTS = {"learning_rate": 5e-6, "num_train_epochs": 1.0}
+
+
+def dpo_defaults(args: TrainingConfig) -> list[str]:
+    """Apply DPO_DEFAULTS to the keys a DPO recipe left at their SFT defaults; the notes saying so."""
+    notes = []
+    for name, value in DPO_DEFAULTS.items():
+        if getattr(args, name) == TrainingConfig.__dataclass_fields__[name].default:
+            setattr(args, name, value)
+            notes.append(f"stage dpo: {name} {value:g} (the DPO default; set {name} to change it)")
+    return notes
+
+
+def dpo_problems(model_args: ModelArguments, args: TrainingConfig, positive: Any) -> list[str]:
+    """stage dpo: beta above 0 (at 0 the loss is flat and nothing trains), a loss TRL knows, a method it can train on
+    the SFT model, and no SFT-only settings."""
+    problems: list[str] = []
+    positive("beta", args.beta, whole=False)
+    if args.dpo_loss_type not in DPO_LOSS_TYPES:
+        problems.append(f"dpo_loss_type {args.dpo_loss_type!r} is not one of {', '.join(DPO_LOSS_TYPES)}")
+    if model_args.method not in DPO_METHODS:
+        problems.append(
+            f"stage dpo trains method full or lora on the SFT model, not {model_args.method}; set method: full or lora"
+        )
+    if args.generation_eval:
+        problems.append(
+            "generation_eval applies to stage sft; a dpo run reports its reward margin and preference accuracy on the "
+            "validation pairs instead (sft compare scores its answers)"
+        )
     return problems
 
 

@@ -1,5 +1,6 @@
 """Loss curves: training and validation loss against epochs, tokens seen on a second axis; below them,
-where the run had generation_eval, the validation generation metrics against epochs."""
+where the run had generation_eval, the validation generation metrics against epochs, and for a DPO run the
+reward margin and preference accuracy on training and validation pairs."""
 
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path) -> li
     tokens = [
         (e["epoch"], e["num_input_tokens_seen"]) for e in log_history if "num_input_tokens_seen" in e and "epoch" in e
     ]
-    generated = generation_series(log_history)
+    generated = generation_series(log_history) or preference_series(log_history)
     if generated:
         figure, (axis, lower) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, height_ratios=(1, 1))
     else:
@@ -36,8 +37,10 @@ def plot_losses(log_history: list[dict[str, Any]], output_dir: str | Path) -> li
         for label, points in generated.items():
             lower.plot(*zip(*points), marker="o", label=label)
         lower.set_xlabel("Epochs")
-        lower.set_ylabel("Generated responses")
-        lower.set_ylim(-0.02, 1.02)
+        preference = any(label.startswith(("Training", "Validation")) for label in generated)
+        lower.set_ylabel("Preference pairs" if preference else "Generated responses")
+        if not preference:  # a reward margin has no upper bound
+            lower.set_ylim(-0.02, 1.02)
         lower.legend(loc="best", fontsize="small")
     if train or valid:  # a run shorter than one logging interval has nothing to label
         axis.legend(loc="upper right")
@@ -75,4 +78,22 @@ def generation_series(log_history: list[dict[str, Any]]) -> dict[str, list[tuple
         points = [(e["epoch"], e[key] / scale) for e in log_history if key in e and "epoch" in e]
         if points:
             series[f"{figure.label} / 100" if scale != 1.0 else figure.label] = points
+    return series
+
+
+def preference_series(log_history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """(epoch, value) of a DPO run's reward margin and preference accuracy, on training pairs (as logged) and
+    validation pairs (at each evaluation). Empty for an SFT run."""
+    from sft.preference import DPO_FIGURES, logged
+
+    series = {}
+    for figure in DPO_FIGURES:
+        for split, evaluation in (("Training", False), ("Validation", True)):
+            points = [
+                (entry["epoch"], value)
+                for entry in log_history
+                if "epoch" in entry and (value := logged(entry, figure, evaluation)) is not None
+            ]
+            if points:
+                series[f"{split} {figure.label}"] = points
     return series

@@ -14,6 +14,7 @@ class TrainingProgress(TrainerCallback):
         self.started = 0.0
         self.tokens_at_start = 0
         self.last_loss: float | None = None
+        self.preference: dict[str, str] = {}  # stage dpo: the last reward margin and preference accuracy
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -33,6 +34,7 @@ class TrainingProgress(TrainerCallback):
         postfix = {}
         if self.last_loss is not None:
             postfix["loss"] = f"{self.last_loss:.3f}"
+        postfix.update(self.preference)
         if elapsed > 0 and state.num_input_tokens_seen:
             postfix["tok/s"] = f"{(state.num_input_tokens_seen - self.tokens_at_start) / elapsed:.0f}"
         self.bar.set_postfix(postfix, refresh=False)
@@ -40,6 +42,7 @@ class TrainingProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.last_loss = float(logs["loss"])
+            self.preference = preference_postfix(logs)
         if self.bar is not None and logs and "eval_loss" in logs:
             self.bar.write(validation_line(logs))
 
@@ -49,15 +52,34 @@ class TrainingProgress(TrainerCallback):
             self.bar = None
 
 
+def preference_postfix(logs: dict[str, Any]) -> dict[str, str]:
+    """A DPO run's reward margin and preference accuracy for the bar (`margin`, `acc`); empty for SFT."""
+    from sft.preference import PREFERENCE_ACCURACY, REWARD_MARGIN, logged
+
+    shown = {}
+    for name, figure in (("margin", REWARD_MARGIN), ("acc", PREFERENCE_ACCURACY)):
+        value = logged(logs, figure)
+        if value is not None:
+            shown[name] = figure.show(value)
+    return shown
+
+
 def validation_line(logs: dict[str, Any]) -> str:
-    """`epoch 0.50: validation loss 2.3456`, and the generation metrics where generation_eval added them."""
+    """`epoch 0.50: validation loss 2.3456`, and the generation metrics where generation_eval added them, or
+    the reward margin and preference accuracy of a DPO run."""
     from sft.evaluation.metrics import HEADLINE
+    from sft.preference import DPO_FIGURES, logged
 
     line = f"epoch {logs.get('epoch', 0):.2f}: validation loss {logs['eval_loss']:.4f}"
     figures = [
         f"{figure.label} {figure.show(logs[f'eval_{figure.key}'])}"
         for figure in HEADLINE
         if f"eval_{figure.key}" in logs
+    ]
+    figures += [
+        f"{figure.label} {figure.show(value)}"
+        for figure in DPO_FIGURES
+        if (value := logged(logs, figure, evaluation=True)) is not None
     ]
     if figures:
         line += ", " + ", ".join(figures)

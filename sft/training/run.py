@@ -1,8 +1,15 @@
 """One training run, read top to bottom: checks, lock, logging and seed, data, tokenizer, model, trainer,
-train, save, push. Every setting arrives resolved in a `Recipe`; nothing here changes it."""
+train, save, push. Every setting arrives resolved in a `Recipe`; nothing here changes it.
+
+Both stages take these same steps. What differs between them, the data each reads, the model it starts from,
+the trainer and what it adds to metrics.json, is a `Stage`: `SFTStage` below (instruction records through
+TRL's SFTTrainer), `DPOStage` in sft.preference.dpo (preference pairs through TRL's DPOTrainer).
+"""
 
 import logging
 from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sft.training.config import Recipe
@@ -10,21 +17,63 @@ from sft.training.config import Recipe
 logger = logging.getLogger("sft.train")
 
 
+@dataclass
+class RunData:
+    """A stage's data, split and ready for its trainer: the token ids (or pairs) of the training and validation
+    splits, the records of every split, and the tokenizer and prompt template they were encoded with."""
+
+    tokenizer: Any
+    template: Any
+    splits: dict[str, list[dict[str, Any]]]
+    train_set: Any
+    eval_set: Any
+
+
+class Stage:
+    """What one kind of run does at the steps `train` takes. Subclasses fill in the steps marked below."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    @property
+    def saves_adapter(self) -> bool:
+        """Whether the run's output is an adapter rather than a full model (the output directory checks it)."""
+        return self.recipe.model.trains_adapter
+
+    def check(self) -> None:
+        """Checks that need no data or weights, so a bad recipe fails in a second, in one line."""
+        raise NotImplementedError
+
+    def load_data(self, main_process: bool) -> RunData:
+        raise NotImplementedError
+
+    def load_model(self, data: RunData) -> tuple[Any, Any]:
+        """The model to train and the PEFT config of the adapter the trainer adds to it (None to train it whole)."""
+        raise NotImplementedError
+
+    def make_trainer(self, model: Any, peft_config: Any, data: RunData, callbacks: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def final_metrics(self, trainer: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What the stage adds to metrics.json, given the figures gathered so far."""
+        return {}
+
+    def saved_model(self, trainer: Any) -> Any:
+        """The model the final save writes (its generation config names the EOS training taught)."""
+        return trainer.accelerator.unwrap_model(trainer.model)
+
+    def save_model(self, trainer: Any, staging: Path) -> None:
+        trainer.save_model(str(staging))
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
     """Run one recipe end to end; returns the metrics written to metrics.json."""
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
-    from sft.data.split import read_records, split_indices, split_loaded
-    from sft.data.template import PromptTemplate
-    from sft.data.tokenize import TokenizedRecords
-    from sft.errors import SFTError
     from sft.models.chat_template import stop_at_trained_eos
-    from sft.models.load import load_model, load_tokenizer, resolve_model
     from sft.paths import check_writable
     from sft.training.allocator import keep_freed_memory
     from sft.training.checkpoints import SaveFingerprint, check_same_run, fingerprint, resume_checkpoint
-    from sft.training.loss import LeanLossSFTTrainer
-    from sft.training.methods import build_peft_config, freeze_parameters, quantization_config
     from sft.training.outputs import (
         clear_leftover_staging,
         dump_yaml,
@@ -35,15 +84,14 @@ def train(recipe: Recipe) -> dict[str, Any]:
     )
     from sft.training.progress import TrainingProgress
 
-    data_args, model_args, training_args = recipe.data, recipe.model, recipe.training
+    training_args = recipe.training
     output_dir = training_args.output_dir
     main_process = training_args.process_index == 0
     configure_logging(main_process)
     keep_freed_memory()
+    stage = make_stage(recipe)
 
-    # Checks that need no data or weights come first, so a bad recipe fails in a second, in one line.
-    model_source = resolve_model(model_args.model_name_or_path)
-    quantization = quantization_config(model_args) if model_args.method == "qlora" else None
+    stage.check()
     if recipe.push_repo is not None:
         from sft.hub.push import check_push_ready
 
@@ -55,7 +103,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
             clear_leftover_staging(output_dir)
         prepare_output_dir(
             output_dir,
-            model_args.trains_adapter,
+            stage.saves_adapter,
             training_args.overwrite_output_dir,
             recipe.resume,
             remove=main_process,  # every rank checks; one removes
@@ -66,98 +114,38 @@ def train(recipe: Recipe) -> dict[str, Any]:
                 logger.info(note)
         set_seed(training_args.seed)
 
-        # Data: load, validate, split as the recipe says, tokenize with completion-only labels. Every record is
-        # tokenized once, for the length check and for training alike, and the ids are cached by the records'
-        # text, the tokenizer and the template (sft.data.tokenize), so the next run on the same data reads them.
-        tokenizer = load_tokenizer(model_args.model_name_or_path)
-        template = PromptTemplate.with_preamble(data_args.prompt_preamble)
-        tokenized = TokenizedRecords(tokenizer, template)
-        records = read_records(data_args, tokenizer, template, recipe.max_record_length, token_lengths=tokenized)
-        splits = split_loaded(data_args, records)
-        index = split_indices(data_args, len(records))
-        if main_process:
-            warn_near_duplicates(splits, index)
-        run_fingerprint = fingerprint(recipe.saved, splits["train"], template)
+        # Data: read, validated and split as the recipe says, and encoded for the stage's trainer.
+        data = stage.load_data(main_process)
+        run_fingerprint = fingerprint(recipe.saved, data.splits["train"], data.template)
         resume_from = None
         if recipe.resume:
             resume_from = resume_checkpoint(output_dir, recipe.resume, training_args.force_resume)
             check_same_run(resume_from, run_fingerprint, training_args.force_resume)
-        if training_args.generation_eval and not splits["validation"]:
-            raise SFTError(
-                f"generation_eval needs validation records, and the split gives none ({len(splits['train'])} "
-                f"train, {len(splits['test'])} test); lower train_fraction ({data_args.train_fraction}) or "
-                f"test_fraction ({data_args.test_fraction}), or add records"
-            )
-        token_ids = tokenized.of(records)
-        train_set = token_ids.select(as_range(index["train"]))
-        eval_set = None
-        if splits["validation"] and training_args.eval_strategy != "no":
-            eval_set = token_ids.select(as_range(index["validation"]))
 
-        # Model: full weights, or a frozen base with LoRA / prompt tuning adapters added by the trainer.
-        model_kwargs: dict[str, Any] = {}
-        if quantization is not None:
-            model_kwargs["quantization_config"] = quantization
-        if model_args.attn_implementation:
-            model_kwargs["attn_implementation"] = model_args.attn_implementation
-        model = load_model(model_args.model_name_or_path, dtype=model_dtype(model_args.dtype), **model_kwargs)
-        peft_config = build_peft_config(model_args, model_source)
-        if model_args.freeze_parameters:
-            frozen = freeze_parameters(model, model_args.freeze_parameters)
-            logger.info(
-                "Keeping %d weights fixed: %s",
-                len(frozen),
-                ", ".join(frozen[:4]) + (" ..." if len(frozen) > 4 else ""),
-            )
-
+        model, peft_config = stage.load_model(data)
         callbacks: list[Any] = [TrainingProgress(), SaveFingerprint(run_fingerprint)]
         if training_args.early_stopping_patience is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
-        trainer_kwargs: dict[str, Any] = {}
-        trainer_class: type[LeanLossSFTTrainer] = LeanLossSFTTrainer
-        if training_args.generation_eval:
-            from sft.training.generation_eval import GenerationEval, GenerationEvalSFTTrainer
-
-            # Planned now, so that a prompt with no room left for a response fails before training.
-            records = splits["validation"][: training_args.generation_eval_records]
-            trainer_class = GenerationEvalSFTTrainer
-            trainer_kwargs["generation_eval"] = GenerationEval(
-                model, tokenizer, records, template, training_args.generation_eval_max_new_tokens
-            )
-            if main_process:
-                logger.info(
-                    "Generating %d validation responses (greedy, up to %d new tokens) at every evaluation",
-                    len(records),
-                    training_args.generation_eval_max_new_tokens,
-                )
-        trainer = trainer_class(
-            model=model,
-            args=training_args,
-            train_dataset=train_set,
-            eval_dataset=eval_set,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=callbacks,
-            **trainer_kwargs,
-        )
+        trainer = stage.make_trainer(model, peft_config, data, callbacks)
         trainer.remove_callback(PrinterCallback)  # raw log dicts; the bar and metrics.json carry them
         if main_process and peft_config is not None:
             trainer.model.print_trainable_parameters()
         # Room for what the run will write, checked now rather than when the first save fails hours later.
-        check_writable(output_dir, output_bytes(trainer.model, peft_config is None, training_args))
+        check_writable(output_dir, output_bytes(trainer.model, not stage.saves_adapter, training_args))
 
         result = trainer.train(resume_from_checkpoint=resume_from)
         metrics = dict(result.metrics)
-        if eval_set is not None:
+        if data.eval_set is not None:
             metrics.update(final_evaluation(trainer))
         metrics.update(
-            train_records=len(splits["train"]),
-            validation_records=len(splits["validation"]),
+            train_records=len(data.splits["train"]),
+            validation_records=len(data.splits["validation"]),
             tokens_seen=trainer.state.num_input_tokens_seen,
             train_tokens_per_second=round(
                 trainer.state.num_input_tokens_seen / max(metrics.get("train_runtime", 0.0), 1e-9), 1
             ),
         )
+        metrics.update(stage.final_metrics(trainer, metrics))
         if training_args.world_size > 1:
             # Every rank reports the loss it agreed on, so multi-process runs can be checked.
             rank = f"rank {training_args.process_index}/{training_args.world_size}"
@@ -169,11 +157,11 @@ def train(recipe: Recipe) -> dict[str, Any]:
         # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot,
         # all staged first and then moved into place, so a kill leaves the old run or the new one.
         # Runtimes that read generation_config.json stop at the EOS training taught.
-        stop_at_trained_eos(trainer.accelerator.unwrap_model(trainer.model).generation_config, tokenizer)
+        stop_at_trained_eos(stage.saved_model(trainer).generation_config, data.tokenizer)
         with final_staging(output_dir, main_process) as staging:
-            trainer.save_model(str(staging))
+            stage.save_model(trainer, staging)
             if main_process:
-                save_run_files(trainer, tokenizer, template, metrics, recipe.saved, staging)
+                save_run_files(trainer, data.tokenizer, data.template, metrics, recipe.saved, staging)
         if main_process:
             logger.info("Wrote the model, tokenizer, recipe, metrics and loss plot to %s", output_dir)
             if recipe.push_repo is not None:
@@ -184,6 +172,111 @@ def train(recipe: Recipe) -> dict[str, Any]:
                 )
         trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def make_stage(recipe: Recipe) -> Stage:
+    if recipe.training.stage == "dpo":
+        from sft.preference.dpo import DPOStage
+
+        return DPOStage(recipe)
+    return SFTStage(recipe)
+
+
+class SFTStage(Stage):
+    """Instruction tuning: records with completion-only labels, through TRL's SFTTrainer (sft's lean loss)."""
+
+    def check(self) -> None:
+        from sft.models.load import resolve_model
+        from sft.training.methods import quantization_config
+
+        model_args = self.recipe.model
+        self.model_source = resolve_model(model_args.model_name_or_path)
+        self.quantization = quantization_config(model_args) if model_args.method == "qlora" else None
+
+    def load_data(self, main_process: bool) -> RunData:
+        """Load, validate, split as the recipe says, tokenize with completion-only labels. Every record is tokenized
+        once, for the length check and for training alike, and the ids are cached by the records' text, the
+        tokenizer and the template (sft.data.tokenize), so the next run on the same data reads them."""
+        from sft.data.split import read_records, split_indices, split_loaded
+        from sft.data.template import PromptTemplate
+        from sft.data.tokenize import TokenizedRecords
+        from sft.errors import SFTError
+        from sft.models.load import load_tokenizer
+
+        data_args, training_args = self.recipe.data, self.recipe.training
+        tokenizer = load_tokenizer(self.recipe.model.model_name_or_path)
+        template = PromptTemplate.with_preamble(data_args.prompt_preamble)
+        tokenized = TokenizedRecords(tokenizer, template)
+        records = read_records(data_args, tokenizer, template, self.recipe.max_record_length, token_lengths=tokenized)
+        splits = split_loaded(data_args, records)
+        index = split_indices(data_args, len(records))
+        if main_process:
+            warn_near_duplicates(splits, index)
+        if training_args.generation_eval and not splits["validation"]:
+            raise SFTError(
+                f"generation_eval needs validation records, and the split gives none ({len(splits['train'])} "
+                f"train, {len(splits['test'])} test); lower train_fraction ({data_args.train_fraction}) or "
+                f"test_fraction ({data_args.test_fraction}), or add records"
+            )
+        token_ids = tokenized.of(records)
+        eval_set = None
+        if splits["validation"] and training_args.eval_strategy != "no":
+            eval_set = token_ids.select(as_range(index["validation"]))
+        return RunData(tokenizer, template, splits, token_ids.select(as_range(index["train"])), eval_set)
+
+    def load_model(self, data: RunData) -> tuple[Any, Any]:
+        """Full weights, or a frozen base with LoRA / prompt tuning adapters added by the trainer."""
+        from sft.models.load import load_model
+        from sft.training.methods import build_peft_config, freeze_parameters
+
+        model_args = self.recipe.model
+        model_kwargs: dict[str, Any] = {}
+        if self.quantization is not None:
+            model_kwargs["quantization_config"] = self.quantization
+        if model_args.attn_implementation:
+            model_kwargs["attn_implementation"] = model_args.attn_implementation
+        model = load_model(model_args.model_name_or_path, dtype=model_dtype(model_args.dtype), **model_kwargs)
+        if model_args.freeze_parameters:
+            log_frozen(freeze_parameters(model, model_args.freeze_parameters))
+        return model, build_peft_config(model_args, self.model_source)
+
+    def make_trainer(self, model: Any, peft_config: Any, data: RunData, callbacks: list[Any]) -> Any:
+        from sft.training.loss import LeanLossSFTTrainer
+
+        training_args = self.recipe.training
+        trainer_kwargs: dict[str, Any] = {}
+        trainer_class: type[LeanLossSFTTrainer] = LeanLossSFTTrainer
+        if training_args.generation_eval:
+            from sft.training.generation_eval import GenerationEval, GenerationEvalSFTTrainer
+
+            # Planned now, so that a prompt with no room left for a response fails before training.
+            records = data.splits["validation"][: training_args.generation_eval_records]
+            trainer_class = GenerationEvalSFTTrainer
+            trainer_kwargs["generation_eval"] = GenerationEval(
+                model, data.tokenizer, records, data.template, training_args.generation_eval_max_new_tokens
+            )
+            if training_args.process_index == 0:
+                logger.info(
+                    "Generating %d validation responses (greedy, up to %d new tokens) at every evaluation",
+                    len(records),
+                    training_args.generation_eval_max_new_tokens,
+                )
+        return trainer_class(
+            model=model,
+            args=training_args,
+            train_dataset=data.train_set,
+            eval_dataset=data.eval_set,
+            processing_class=data.tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+
+
+def log_frozen(frozen: list[str]) -> None:
+    logger.info(
+        "Keeping %d weights fixed: %s", len(frozen), ", ".join(frozen[:4]) + (" ..." if len(frozen) > 4 else "")
+    )
 
 
 # How many near-duplicate pairs the training log names one by one; the count covers them all.

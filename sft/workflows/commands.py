@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from sft.workflows.demo import DEMO_RECIPE
-from sft.workflows.reproduce import DEFAULT_RECIPE, REFERENCE_NAME
+from sft.workflows.reproduce import DEFAULT_DPO_RECIPE, DEFAULT_RECIPE, REFERENCE_NAME
 
 
 def make_demo_parser() -> argparse.ArgumentParser:
@@ -66,6 +66,21 @@ def make_reproduce_parser() -> argparse.ArgumentParser:
         help=f"responses file to score alongside (default: {REFERENCE_NAME} beside DATA, if present)",
     )
     parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base model")
+    parser.add_argument(
+        "--stages",
+        default="sft",
+        help="sft (default), or sft,dpo: then build preference pairs from the fine-tune's answers to its training "
+        "split (the reference chosen, its answer rejected), train DPO on them and add its row",
+    )
+    parser.add_argument("--dpo-recipe", default=str(DEFAULT_DPO_RECIPE), help="DPO recipe (default: %(default)s)")
+    parser.add_argument(
+        "--pair-samples",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with dpo: answers per training record, the worst by ROUGE-L rejected (default 1: the greedy answer; "
+        "above 1 they are sampled at temperature 1)",
+    )
     add_overwrite_option(parser)
     parser.add_argument(
         "overrides", nargs=argparse.REMAINDER, help="recipe overrides after `--`, e.g. -- --num_train_epochs 1"
@@ -75,12 +90,24 @@ def make_reproduce_parser() -> argparse.ArgumentParser:
 
 def reproduce_command(argv: list[str]) -> int:
     from sft.paths import check_output_dir
-    from sft.workflows.reproduce import reproduce
+    from sft.preference.pairs import PairSettings
+    from sft.workflows.reproduce import parse_stages, reproduce
 
     args = make_reproduce_parser().parse_args(argv)
+    stages = parse_stages(args.stages)
     overrides = [a for a in args.overrides if a != "--"]
     check_output_dir(args.output_dir, args.overwrite)
     if args.overwrite:
         overrides.append("--overwrite_output_dir=true")
-    reproduce(args.data, Path(args.output_dir), Path(args.recipe), overrides, args.reference, args.skip_base)
+    reproduce(
+        args.data,
+        Path(args.output_dir),
+        Path(args.recipe),
+        overrides,
+        args.reference,
+        args.skip_base,
+        stages,
+        Path(args.dpo_recipe),
+        PairSettings(samples=args.pair_samples),
+    )
     return 0
