@@ -95,6 +95,28 @@ def test_self_pairs_pick_the_worst_answer_and_skip_exact_ones() -> None:
     assert (stats.already_exact, stats.no_answer) == (1, 1)
 
 
+def test_judge_pairs_choose_the_best_graded_answer_over_the_worst(tmp_path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from judge_server import FakeJudge, verdict
+
+    from sft.evaluation.judge import JudgeSettings
+    from sft.preference.pairs import PairStats, judge_pairs
+
+    records = [{"instruction": f"task {i}", "input": "", "output": "ref"} for i in range(3)]
+    answers = [["fine-answer", "great-answer", "poor-answer"], ["same-a", "same-b"], ["", " "]]
+    script = {"great-answer": [verdict(90)], "fine-answer": [verdict(60)], "poor-answer": [verdict(10)]}
+    stats = PairStats()
+    with FakeJudge(script, default=verdict(50)) as fake:
+        settings = JudgeSettings(endpoint=fake.url, model="judge-m", backoff=0.01, max_backoff=0.05)
+        picked = judge_pairs(records, answers, settings, tmp_path / "cache.jsonl", stats, progress=False)
+        asked = len(fake.requests)
+    assert picked == [(0, "great-answer", "poor-answer")]
+    assert (stats.no_preference, stats.no_answer) == (1, 1)  # graded alike; only empty answers
+    assert asked == 5 and (tmp_path / "cache.jsonl").is_file()
+
+
 @pytest.fixture(scope="module")
 def dpo_run(sft_run, pairs) -> Path:
     out = sft_run.parent / "dpo"

@@ -130,19 +130,27 @@ def judge_pairs(
     """(record index, chosen, rejected): the judge's best and worst graded answer of each record."""
     from sft.evaluation.judge import judge_records
 
-    flat_records = [records[i] for i, row in enumerate(answers) for _ in row]
-    flat_answers = [answer for row in answers for answer in row]
-    judgements = judge_records(flat_records, flat_answers, judge, cache_path=cache_path, progress=progress)
+    # Empty answers cannot be a pair's side, so they are not sent.
+    asked = [(i, k) for i, row in enumerate(answers) for k, answer in enumerate(row) if answer.strip()]
+    judgements = judge_records(
+        [records[i] for i, _ in asked],
+        [answers[i][k] for i, k in asked],
+        judge,
+        cache_path=cache_path,
+        progress=progress,
+    )
+    scores: dict[int, list[tuple[int, int]]] = {}
+    for (index, k), judgement in zip(asked, judgements):
+        if judgement.score is not None:
+            scores.setdefault(index, []).append((judgement.score, k))
     chosen: list[tuple[int, str, str]] = []
-    position = 0
     for index, row in enumerate(answers):
-        graded = [
-            (judgements[position + k].score, k) for k in range(len(row)) if judgements[position + k].score is not None
-        ]
-        position += len(row)
-        distinct = {row[k].strip() for _, k in graded}
-        if len(graded) < 2 or len(distinct) < 2 or max(graded)[0] == min(graded)[0]:
-            stats.no_preference += 1
+        if not any(answer.strip() for answer in row):
+            stats.no_answer += 1
+            continue
+        graded = scores.get(index, [])
+        if len({row[k].strip() for _, k in graded}) < 2 or max(graded)[0] == min(graded)[0]:
+            stats.no_preference += 1  # fewer than two different graded answers, or all graded alike
             continue
         best = max(graded, key=lambda item: (item[0], -item[1]))[1]
         worst = min(graded, key=lambda item: (item[0], item[1]))[1]
