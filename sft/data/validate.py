@@ -141,17 +141,24 @@ def top_level_problem(raw: Any, source: str, fields: Sequence[str] = FIELDS) -> 
     )
 
 
-def record_problems(record: Any, mapping: Mapping[str, str]) -> list[str]:
-    """Problems of one record on its own: its shape, its fields' types, empty required text."""
-    if not isinstance(record, dict):
-        return [
-            f"is {json_type(record)}, not an object; each record must be an object like "
-            '{"instruction": "...", "input": "...", "output": "..."}'
-        ]
-    found = [
+def not_an_object(record: Any, what: str, fields: Sequence[str]) -> str:
+    example = ", ".join(f'"{name}": "..."' for name in fields)
+    return f"is {json_type(record)}, not an object; each {what} must be an object like {{{example}}}"
+
+
+def repeated_keys(record: Any) -> list[str]:
+    """A key the JSON text gave twice (the parser marks them on the record): only its last value is kept."""
+    return [
         f"key {shown(key)} appears {count} times; JSON keeps only the last value, so keep one and remove the others"
         for key, count in getattr(record, "repeated", {}).items()
     ]
+
+
+def record_problems(record: Any, mapping: Mapping[str, str]) -> list[str]:
+    """Problems of one record on its own: its shape, its fields' types, empty required text."""
+    if not isinstance(record, dict):
+        return [not_an_object(record, "record", FIELDS)]
+    found = repeated_keys(record)
     for target in FIELDS:
         key = mapping.get(target, target)
         if key not in record:
@@ -339,14 +346,8 @@ def check_preference_records(
 def preference_problems(record: Any) -> list[str]:
     """Problems of one pair on its own: its shape, missing, empty or non-text fields, two identical responses."""
     if not isinstance(record, dict):
-        return [
-            f"is {json_type(record)}, not an object; each pair must be an object like "
-            '{"prompt": "...", "chosen": "...", "rejected": "..."}'
-        ]
-    found = [
-        f"key {shown(key)} appears {count} times; JSON keeps only the last value, so keep one and remove the others"
-        for key, count in getattr(record, "repeated", {}).items()
-    ]
+        return [not_an_object(record, "pair", PREFERENCE_FIELDS)]
+    found = repeated_keys(record)
     for name, meaning in PREFERENCE_REQUIRED.items():
         if name not in record:
             found.append(f"field '{name}' is missing; add it ({meaning})")
