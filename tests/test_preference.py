@@ -171,6 +171,12 @@ def test_dpo_trains_saves_and_reports_its_figures(sft_run, pairs, dpo_run) -> No
     assert data_arguments_for_model(dpo_run, None).dataset_name == "sft-synth"
     assert data_arguments_for_model(dpo_run, "x.json").train_fraction == 0.85
 
+    # Its model card says it was preference-tuned, and shows the figures.
+    from sft.hub.model_card import render_model_card
+
+    card = render_model_card(dpo_run, "you/tiny-dpo")
+    assert "preference-tuned with DPO (beta 0.1)" in card and "| preference accuracy, validation pairs |" in card
+
 
 def test_dpo_resumes_from_its_checkpoint(sft_run, pairs, tmp_path) -> None:
     import shutil

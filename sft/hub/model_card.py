@@ -5,11 +5,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sft.data.split import INSTRUCTION_DATA_KEY
 from sft.data.template import PromptTemplate
 from sft.evaluation.metrics import FIGURES, Figure
 from sft.evaluation.report import markdown_table
 from sft.models.load import OFFLINE_DEFAULT, TINY_MODELS, adapter_base
 from sft.paths import ADAPTER_CONFIG, EVAL_METRICS_FILE, LOSS_PLOT, METRICS_FILE, RECIPE_FILE, TEMPLATE_FILE
+from sft.preference import DPO_FIGURES
 
 # The offline default is the GGUF release of this model, dequantized; on the Hub it is this repository.
 OFFLINE_DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -44,6 +46,9 @@ TRAINING_FIGURES = (
     Figure("tokens_seen", "tokens seen", "{:,}"),
     Figure("train_runtime", "training time (s)", "{:,.1f}"),
     Figure("train_tokens_per_second", "tokens per second", "{:,.0f}"),
+    # A DPO run's: on its training pairs, and on its validation pairs.
+    *DPO_FIGURES,
+    *(Figure(f"eval_{figure.key}", f"{figure.label}, validation pairs", figure.format) for figure in DPO_FIGURES),
 )
 METHOD_NAMES = {"full": "full fine-tune", "lora": "LoRA", "qlora": "QLoRA", "prompt_tuning": "prompt tuning"}
 EXAMPLE_INSTRUCTION = "Rewrite the sentence in passive voice."
@@ -107,11 +112,18 @@ def render_model_card(model_dir: str | Path, repo_id: str) -> str:
     base = adapter_base(model_dir) if is_adapter else recipe.get("model_name_or_path")
     base_id = hub_base_id(base)
     method = str(recipe.get("method") or ("lora" if is_adapter else "full"))
+    dpo = recipe.get("stage") == "dpo"
     metadata = ModelCardData(
         base_model=base_id,
         library_name="peft" if is_adapter else "transformers",
         pipeline_tag="text-generation",
-        tags=["sft", "instruction-tuning", "alpaca", *(["lora"] if "lora" in method else [])],
+        tags=[
+            "sft",
+            "instruction-tuning",
+            "alpaca",
+            *(["lora"] if "lora" in method else []),
+            *(["dpo"] if dpo else []),
+        ],
     )
     what = f"A {METHOD_NAMES.get(method, method)} adapter" if is_adapter else "A causal language model"
     if not is_adapter and method in ("lora", "qlora"):
@@ -125,7 +137,12 @@ def render_model_card(model_dir: str | Path, repo_id: str) -> str:
         f"# {repo_id.split('/')[-1]}",
         "",
         f"{what} fine-tuned from {base_text} to follow Alpaca-style instructions, "
-        "trained with supervised fine-tuning (loss on the response tokens only) using `sft`.",
+        + (
+            f"preference-tuned with DPO (beta {recipe.get('beta', 0.1)}) on pairs of a chosen and a rejected "
+            "answer, the frozen SFT model as reference, using `sft`."
+            if dpo
+            else "trained with supervised fine-tuning (loss on the response tokens only) using `sft`."
+        ),
         "",
     ]
     if base and Path(base).name.lower() == OFFLINE_DEFAULT:
@@ -136,6 +153,10 @@ def render_model_card(model_dir: str | Path, repo_id: str) -> str:
             "",
         ]
     summary = {"base model": base_id or base or "unknown", "data": recipe.get("dataset_name") or "unknown"}
+    if dpo:
+        instruction_data = recipe.get(INSTRUCTION_DATA_KEY) or {}
+        summary = {"SFT model": base or "unknown", "preference pairs": summary["data"]}
+        summary["instruction data"] = instruction_data.get("dataset_name") or "unknown"
     summary.update({key: recipe[key] for key in RECIPE_SUMMARY if recipe.get(key) is not None})
     settings = [(key, f"`{value}`") for key, value in summary.items()]
     lines += ["## Training", "", markdown_table(("setting", "value"), settings)]

@@ -21,8 +21,8 @@ with the model's saved template, as training rendered it.
       `sft judge`, with judge- in front); the best is chosen, the worst rejected. Answers are cached beside
       the output (judge_cache.jsonl), so a rerun asks nothing again.
 
-The pairs are written atomically to --output, which an earlier file is never silently replaced at:
-pass --overwrite for that. Check them with `sft data check PAIRS.json`."""
+The pairs are written atomically to --output; a file already there is replaced only with
+--overwrite. Check them with `sft data check PAIRS.json`."""
 
 EXAMPLES = """\
 examples:
