@@ -25,7 +25,7 @@ Two ways to find the pairs, both reporting each pair's Jaccard similarity:
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -261,13 +261,7 @@ def minhash_signatures(texts: Sequence[str], num_hashes: int = NUM_HASHES, seed:
     multipliers = rng.integers(1, 2**31, num_hashes, dtype=np.uint64).astype(np.uint32) * np.uint32(2) + np.uint32(1)
     increments = rng.integers(0, 2**32, num_hashes, dtype=np.uint64).astype(np.uint32)
     signatures = np.empty((len(texts), num_hashes), dtype=np.uint32)
-    start = 0
-    while start < len(texts):
-        # About a million characters per block.
-        end, size = start, 0
-        while end < len(texts) and (size < 1 << 20 or end == start):
-            size += len(texts[end]) + 1
-            end += 1
+    for start, end in text_blocks(texts):
         hashes, offsets = shingle_hashes(texts[start:end])
         values = hashes.astype(np.uint32)
         del hashes
@@ -276,8 +270,24 @@ def minhash_signatures(texts: Sequence[str], num_hashes: int = NUM_HASHES, seed:
             np.multiply(values, multipliers[k], out=buffer)
             buffer += increments[k]
             signatures[start:end, k] = np.minimum.reduceat(buffer, offsets)
-        start = end
     return signatures
+
+
+# Characters hashed at once: the shingle hashes of a block are a few arrays of 8 bytes per character.
+BLOCK_CHARS = 1 << 20
+
+
+def text_blocks(texts: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """(start, end) of consecutive runs of `texts` of about BLOCK_CHARS characters each (one text at least),
+    so that memory stays flat in the number of texts."""
+    start = 0
+    while start < len(texts):
+        end, size = start, 0
+        while end < len(texts) and (size < BLOCK_CHARS or end == start):
+            size += len(texts[end]) + 1
+            end += 1
+        yield start, end
+        start = end
 
 
 def shingle_hashes(texts: Sequence[str]) -> tuple[Any, Any]:
@@ -309,18 +319,13 @@ def shingle_index(texts: Sequence[str]) -> tuple[Any, Any]:
     shingle" for many (t, shingle) queries at once, through one `searchsorted`."""
     import numpy as np
 
-    keys, start = [], 0
-    while start < len(texts):
-        end, size = start, 0
-        while end < len(texts) and (size < 1 << 20 or end == start):
-            size += len(texts[end]) + 1
-            end += 1
+    keys = []
+    for start, end in text_blocks(texts):
         hashes, offsets = shingle_hashes(texts[start:end])
         counts = np.diff(np.append(offsets, len(hashes)))
         block = np.repeat(np.arange(start, end, dtype=np.uint64), counts) << HASH_BITS | hashes >> (64 - HASH_BITS)
         block.sort()  # the text number leads, so blocks in order make one sorted array
         keys.append(block[np.concatenate(([True], block[1:] != block[:-1]))])
-        start = end
     index = np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
     bounds = np.searchsorted(index, np.arange(len(texts) + 1, dtype=np.uint64) << HASH_BITS)
     return index, bounds

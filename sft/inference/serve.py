@@ -272,7 +272,39 @@ def sample_as_sft(config: Any, body: dict) -> Any:
     return config
 
 
-class SftChatCompletionHandler(ChatCompletionHandler):
+class ServedAsSft:
+    """What both of sft's handlers change in transformers serve's: generation settings read as `sft generate` reads
+    them, and generation run through `SftGeneration` (sft's room and stopping; `chat` says whether the prompt is
+    the chat template's). The arguments of `_streaming` and `_non_streaming` after the generation manager (tools,
+    suffix) pass as they are."""
+
+    chat: bool
+
+    def __init__(self, served: ServedModel, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.served = served
+
+    def _build_generation_config(self, body: dict, model_generation_config: Any, use_cb: bool = False) -> Any:
+        return sample_as_sft(super()._build_generation_config(body, model_generation_config, use_cb), body)
+
+    def _streaming(
+        self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
+    ) -> Any:
+        gen_manager = SftGeneration(gen_manager, self.served, chat=self.chat)
+        return super()._streaming(
+            request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
+        )
+
+    async def _non_streaming(
+        self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
+    ) -> Any:
+        gen_manager = SftGeneration(gen_manager, self.served, chat=self.chat)
+        return await super()._non_streaming(
+            request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
+        )
+
+
+class SftChatCompletionHandler(ServedAsSft, ChatCompletionHandler):
     """`/v1/chat/completions` as transformers serve answers it, with responses cut as `sft generate` cuts them.
 
     transformers serve returns the decoded continuation as it is: surrounding whitespace kept, and a model
@@ -285,24 +317,7 @@ class SftChatCompletionHandler(ChatCompletionHandler):
     model whose chat template renders sft's prompt; another chat template's output is left as it is.
     """
 
-    def __init__(self, served: ServedModel, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.served = served
-
-    def _streaming(self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, tools=None) -> Any:
-        gen_manager = SftGeneration(gen_manager, self.served, chat=True)
-        return super()._streaming(request_id, model, processor, model_id, inputs, gen_config, gen_manager, tools)
-
-    async def _non_streaming(
-        self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, tools=None
-    ) -> Any:
-        gen_manager = SftGeneration(gen_manager, self.served, chat=True)
-        return await super()._non_streaming(
-            request_id, model, processor, model_id, inputs, gen_config, gen_manager, tools
-        )
-
-    def _build_generation_config(self, body: dict, model_generation_config: Any, use_cb: bool = False) -> Any:
-        return sample_as_sft(super()._build_generation_config(body, model_generation_config, use_cb), body)
+    chat = True
 
     def _build_completion(self, request_id: str, content: str, model_id: str, *args: Any, **kwargs: Any) -> dict:
         from sft.inference.generate import extract_response
@@ -312,28 +327,11 @@ class SftChatCompletionHandler(ChatCompletionHandler):
         return super()._build_completion(request_id, content, model_id, *args, **kwargs)
 
 
-class SftCompletionHandler(CompletionHandler):
+class SftCompletionHandler(ServedAsSft, CompletionHandler):
     """`/v1/completions` as transformers serve answers it: the raw prompt continued as it is, no template, no
     cutting; only the token budget is kept within the model's context (`GenerateAsSft`)."""
 
-    def __init__(self, served: ServedModel, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.served = served
-
-    def _build_generation_config(self, body: dict, model_generation_config: Any, use_cb: bool = False) -> Any:
-        return sample_as_sft(super()._build_generation_config(body, model_generation_config, use_cb), body)
-
-    def _streaming(self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, suffix=None) -> Any:
-        gen_manager = SftGeneration(gen_manager, self.served, chat=False)
-        return super()._streaming(request_id, model, processor, model_id, inputs, gen_config, gen_manager, suffix)
-
-    async def _non_streaming(
-        self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, suffix=None
-    ) -> Any:
-        gen_manager = SftGeneration(gen_manager, self.served, chat=False)
-        return await super()._non_streaming(
-            request_id, model, processor, model_id, inputs, gen_config, gen_manager, suffix
-        )
+    chat = False
 
 
 def openai_error(status: int, message: str, kind: str, code: str | None = None, **headers: str) -> Any:
