@@ -1,0 +1,120 @@
+"""sft.training.fast_lora: the cheaper LoRA forward computes what PEFT's does, and falls back where it cannot."""
+
+from typing import Any
+
+import pytest
+import torch
+
+from sft.training.fast_lora import effective_rate, frozen_linear, keep_mask, speed_up_lora
+
+
+def tiny_llama(seed: int = 0) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config)
+
+
+def lora_model(dropout: float = 0.0, seed: int = 0, **options: Any) -> Any:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear", **options
+    )
+    model = get_peft_model(tiny_llama(seed), config)
+    # B starts at zero; random B makes the adapters count in the comparison.
+    torch.manual_seed(seed + 1)
+    for name, weight in model.named_parameters():
+        if "lora_B" in name:
+            weight.data.normal_(0, 0.1)
+    return model
+
+
+def loss_and_grads(model: Any, ids: Any, bf16: bool) -> tuple[float, dict[str, Any]]:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_same_loss_and_gradients_as_peft(bf16: bool) -> None:
+    ids = torch.randint(0, 64, (2, 12))
+    plain, fast = lora_model(), lora_model()
+    assert speed_up_lora(fast) == 14  # 7 linear layers in each of 2 blocks
+    plain.train()
+    fast.train()
+    plain_loss, plain_grads = loss_and_grads(plain, ids, bf16)
+    fast_loss, fast_grads = loss_and_grads(fast, ids, bf16)
+    # Forward: the same products (alpha / r = 2 scales exactly wherever it is applied); under bf16 the adapter's
+    # product is added to the base's output inside the matmul, rounded once instead of twice.
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-4 if bf16 else 1e-6)
+    # Backward under bf16: the base and the adapter share one cast of the input, so their input gradients are
+    # summed in bf16 before going back to fp32.
+    # Compared as whole tensors (relative norm of the difference): bf16 rounding moves single elements a lot.
+    tolerance = 5e-2 if bf16 else 1e-5
+    for name, grad in plain_grads.items():
+        assert (fast_grads[name] - grad).norm() <= tolerance * grad.norm(), name
+
+
+def test_dropout_rate_and_gradient() -> None:
+    torch.manual_seed(0)
+    keep = keep_mask((1000, 200), 0.05, "cpu")
+    assert keep.dtype == torch.bool and keep.shape == (1000, 200)
+    assert abs(1 - keep.float().mean().item() - 0.05) < 0.003
+    assert effective_rate(0.05) == pytest.approx(0.05, abs=2**-16)
+
+
+def test_dropout_only_in_training_and_unbiased() -> None:
+    """With dropout the adapter's contribution varies in training and not in evaluation; on average it is the same."""
+    model = lora_model(dropout=0.3)
+    speed_up_lora(model)
+    layer = model.base_model.model.model.layers[0].mlp.down_proj
+    torch.manual_seed(0)
+    x = 1 + torch.rand(20000, 64)  # a mean far from zero, so that the means below are well defined
+    base = layer.base_layer(x)
+    model.eval()
+    with torch.no_grad():
+        evaluated = layer(x) - base
+        model.train()
+        # A new input tensor gets a new mask; the same tensor read again (q, k, v in a row) shares one.
+        trained = [layer(x.clone()) - base for _ in range(2)]
+        assert torch.equal(layer(x) - base, layer(x) - base)
+    assert not torch.equal(trained[0], trained[1])
+    # Row means over many rows: dropout with 1 / (1 - rate) folded into the scaling keeps the expectation.
+    torch.testing.assert_close(trained[0].mean(0), evaluated.mean(0), rtol=0.05, atol=0.02)
+
+
+def test_unusual_adapters_take_peft_forward() -> None:
+    """DoRA and disabled adapters are PEFT's own forward, so their output is PEFT's."""
+    ids = torch.randint(0, 64, (1, 8))
+    plain, fast = lora_model(use_dora=True), lora_model(use_dora=True)
+    speed_up_lora(fast)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=0, atol=0)
+        with fast.disable_adapter(), plain.disable_adapter():
+            torch.testing.assert_close(fast(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=0, atol=0)
+
+
+def test_frozen_cast_follows_weight_changes() -> None:
+    layer = torch.nn.Linear(8, 4)
+    layer.weight.requires_grad_(False)
+    x = torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = frozen_linear(layer, x)
+        assert torch.equal(first, layer(x))  # what autocast computes
+        with torch.no_grad():
+            layer.weight.mul_(2)  # an in-place change, as merging an adapter makes
+        assert torch.equal(frozen_linear(layer, x), layer(x))
+    # Outside autocast, or for a trained weight, it is the layer itself.
+    assert torch.equal(frozen_linear(layer, x), layer(x))
