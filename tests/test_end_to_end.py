@@ -166,3 +166,13 @@ def test_a_second_reproduce_into_the_same_directory_needs_overwrite(tmp_path: Pa
     for _ in range(2):  # the second run replaces the first one's files
         assert sft_main([*argv, "--skip-base", "--overwrite", "--", "--max_steps", "1"]) == 0
     assert (out / "notes.txt").read_text() == "mine" and (out / "model" / "model.safetensors").is_file()
+
+
+def test_demo_refuses_a_directory_holding_other_files_before_any_work(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert sft_main(["demo", "--output-dir", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "not empty (notes.txt)" in error and "--overwrite" in error
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
