@@ -109,11 +109,62 @@ def measure(fn: Callable[[], list[list[int]] | list[Any]], prompt_lengths: list[
     }
 
 
+def static_vs_continuous(spec: dict[str, Any]) -> dict[str, Any]:
+    """sft's static batches (`generate_responses`, batch 32) or Transformers' continuous batching
+    (`generate_batch`, paged attention) on the same prompts, greedy, fp32. The responses are cut the same way
+    (`Generator.finish`: EOS, then the template's own headers), so their texts can be compared record by record.
+    Continuous batching has no stopping criteria: a response that static batches end at a template header runs
+    on to the limit there, and is cut to the same text afterwards."""
+    import torch
+    from transformers import GenerationConfig
+
+    from sft.data.template import PromptTemplate
+    from sft.inference.generate import Generator, generate_responses
+    from sft.inference.settings import GenerationSettings
+    from sft.models.load import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(spec["model"], padding_side="left")
+    model = load_model(spec["model"], dtype=torch.float32)
+    model.eval()
+    records = test_prompts(spec["data"], tokenizer)[: spec["prompts"]]
+    generator = Generator(model, tokenizer, PromptTemplate())
+    ids = generator.encode(records)
+    limit = spec["max_new_tokens"]
+    if spec["path"] == "static":
+        settings = GenerationSettings(max_new_tokens=limit, batch_size=spec.get("batch_size", 32))
+        figures = measure(
+            lambda: generate_responses(model, tokenizer, records, settings, PromptTemplate(), progress=False),
+            [len(i) for i in ids],
+        )
+        results = figures.pop("_value")
+    else:
+        config = GenerationConfig(
+            max_new_tokens=limit, do_sample=False, eos_token_id=generator.eos_ids, pad_token_id=generator.pad_id
+        )
+        figures = measure(
+            lambda: model.generate_batch(inputs=ids, generation_config=config, progress_bar=False),
+            [len(i) for i in ids],
+        )
+        out = figures.pop("_value")
+        results = [generator.finish(list(out[f"req_{i}"].generated_tokens)) for i in range(len(ids))]
+    figures.update(
+        path=spec["path"],
+        threads=torch.get_num_threads(),
+        max_new_tokens=limit,
+        new_tokens=sum(r.new_tokens for r in results),
+        responses_per_s=len(results) / figures["seconds"],
+        texts=[r.text for r in results],
+    )
+    return figures
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """One path: sft_batched (at spec["batch_size"]), hf_generate, or seed_way (which needs the
     first prompt's continuation from hf_generate, passed as spec["continuation"])."""
     import torch
 
+    if spec["path"] in ("static", "continuous"):
+        return static_vs_continuous(spec)
     from sft.data.template import PromptTemplate
     from sft.inference.generate import extract_response, generate_responses
     from sft.inference.settings import GenerationSettings

@@ -1,5 +1,7 @@
-"""Per-step time, loss and batch composition, recorded the same way for every training path."""
+"""Per-step time, loss and batch composition, recorded the same way for every training path, and the time
+budget that bounds a path which would run far longer than the others (bf16 autocast where it is emulated)."""
 
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,22 +18,64 @@ class StepLog:
     losses: list[float] = field(default_factory=list)
     batch_lengths: list[list[int]] = field(default_factory=list)  # real tokens of each record, per step
     settings: dict[str, Any] = field(default_factory=dict)  # what the trainer actually ran with
+    # The bound: no new step starts once the next would end past `budget_s` seconds of steps, and a step still
+    # running at `hard_s` is interrupted (`interrupted_at_s`). None: unbounded.
+    planned_steps: int = 0
+    budget_s: float | None = None
+    hard_s: float | None = None
+    stopped_early: bool = False
+    interrupted_at_s: float | None = None
 
     def begin(self) -> None:
         self.start = time.perf_counter()
         self.start_cpu = time.process_time()
+        if self.hard_s is not None:
+            signal.signal(signal.SIGALRM, _over_budget)
+            signal.setitimer(signal.ITIMER_REAL, self.hard_s)
 
     def step_done(self) -> None:
         self.ends.append(time.perf_counter() - self.start)
         self.cpu_ends.append(time.process_time() - self.start_cpu)
 
+    def should_stop(self) -> bool:
+        """After a step: whether the next one would end past the budget (the last step's time as its estimate)."""
+        if self.budget_s is None or not self.ends or len(self.ends) >= self.planned_steps:
+            return False
+        last = self.ends[-1] - (self.ends[-2] if len(self.ends) > 1 else 0.0)
+        self.stopped_early = self.ends[-1] + last > self.budget_s
+        return self.stopped_early
+
+    def interrupted(self) -> None:
+        """The hard limit stopped a step part-way; what finished before it stands."""
+        self.interrupted_at_s = time.perf_counter() - self.start
+        self.stopped_early = True
+
+    def end(self) -> None:
+        if self.hard_s is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
     def result(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("start")
         data.pop("start_cpu")
+        # A step interrupted part-way was logged as started, not as done.
+        steps = len(self.ends)
+        data["batch_lengths"] = self.batch_lengths[:steps]
+        data["losses"] = self.losses[:steps]
+        data["completed_steps"] = steps
+        data["bounded"] = self.stopped_early
         data["step_s"] = [b - a for a, b in zip([0.0, *self.ends], self.ends)]
         data["step_cpu_s"] = [b - a for a, b in zip([0.0, *self.cpu_ends], self.cpu_ends)]
         return data
+
+
+class OverBudget(BaseException):
+    """Raised in the measured path when its hard time limit passes; a BaseException, so that no `except Exception`
+    on the way swallows it."""
+
+
+def _over_budget(signum: int, frame: Any) -> None:
+    raise OverBudget
 
 
 def record_lengths(inputs: dict[str, Any]) -> list[int]:
@@ -44,8 +88,8 @@ def record_lengths(inputs: dict[str, Any]) -> list[int]:
     return [b - a for a, b in zip(starts, starts[1:])]
 
 
-def instrument_trainers() -> StepLog:
-    """Make every Trainer built from now on in this process fill the returned StepLog.
+def instrument_trainers(log: StepLog) -> StepLog:
+    """Make every Trainer built from now on in this process fill `log`, and stop where its budget says.
 
     The hooks sit on `transformers.Trainer` itself (its `training_step`, which subclasses such as
     SFTTrainer call through `super()`, and its default callbacks), so they hold whichever trainer
@@ -53,8 +97,6 @@ def instrument_trainers() -> StepLog:
     """
     from transformers import Trainer, TrainerCallback
     from transformers import trainer as trainer_module
-
-    log = StepLog()
 
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -70,6 +112,8 @@ def instrument_trainers() -> StepLog:
 
         def on_step_end(self, args, state, control, **kwargs):
             log.step_done()
+            if log.should_stop():
+                control.should_training_stop = True
 
     original = Trainer.training_step
 

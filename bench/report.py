@@ -13,12 +13,16 @@ TARGETS = {
     "generate_vs_seed_loop": (50.0, "min"),
     "generate_vs_hf_generate": (4.0, "min"),
     "rss_vs_trl_defaults": (1.1, "max"),
+    "lora_vs_full": (1.3, "min"),
+    "lora_loss_rel_diff_vs_peft": (0.01, "max"),
 }
 TRAIN_LABELS = {
     "seed_loop": "seed loop (padded, book ch. 7)",
     "trl_defaults": "TRL SFTTrainer defaults (use_cpu)",
     "sft_default": "sft default (padding-free; bf16 autocast where native)",
     "sft_fp32": "sft, fp32 (summary keys)",
+    "sft_lora": "sft LoRA (r 16, all linear layers, as make demo)",
+    "sft_lora_peft": "LoRA through PEFT's own layer forward",
 }
 GENERATE_LABELS = {
     "seed_way": "seed way (1 prompt, no KV cache)",
@@ -32,12 +36,28 @@ def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str
     MFU is against the fp32 peak, or the bf16 peak for a path that ran under bf16 autocast."""
     precision = "bfloat16" if raw.get("settings", {}).get("bf16_autocast") else "float32"
     peak_gflops = peaks[precision]
+    run = run_description(raw)
+    if not raw["step_s"]:  # the hard limit stopped the first step: there is no rate to give, only the bound
+        return {
+            "timed_steps": 0,
+            "tokens_per_s": None,
+            "precision": precision,
+            "run": run,
+            "bounded": True,
+            "peak_rss_gb": raw["peak_rss_gb"],
+            "final_loss": None,
+            "mfu": None,
+            "s_per_step": None,
+            "cores_used": None,
+        }
     timed = slice(1, None) if len(raw["step_s"]) > 1 else slice(None)
     seconds = sum(raw["step_s"][timed])
     lengths = raw["batch_lengths"][timed]
     tokens = sum(sum(batch) for batch in lengths)
     flops = sum(training_flops(shape, batch) for batch in lengths)
     return {
+        "run": run,
+        "bounded": bool(raw.get("bounded")),
         "timed_steps": len(lengths),
         "s_per_step": seconds / len(lengths),
         "tokens_per_s": tokens / seconds,
@@ -50,13 +70,24 @@ def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str
         # CPU seconds per wall second over the timed steps; below the thread count means other work
         # took cores from the path.
         "cores_used": sum(raw["step_cpu_s"][timed]) / seconds,
+        "losses": raw["losses"],
     }
+
+
+def run_description(raw: dict[str, Any]) -> str:
+    """ "3 of 3 steps", or for a path its time budget stopped, "bounded: N of M steps in S s"."""
+    done, planned = len(raw["step_s"]), raw.get("planned_steps") or len(raw["step_s"])
+    if not raw.get("bounded"):
+        return f"{done} of {planned} steps"
+    seconds = raw.get("interrupted_at_s") or (raw["ends"][-1] if raw["ends"] else 0.0)
+    unfinished = f" (step {done + 1} unfinished)" if raw.get("interrupted_at_s") else ""
+    return f"bounded: {done} of {planned} steps in {seconds:.0f} s{unfinished}"
 
 
 def add_training_ratios(paths: dict[str, dict[str, Any]]) -> None:
     for figures in paths.values():
         for base in ("seed_loop", "trl_defaults"):
-            if base in paths:
+            if base in paths and figures["tokens_per_s"] and paths[base]["tokens_per_s"]:
                 figures[f"vs_{base}"] = figures["tokens_per_s"] / paths[base]["tokens_per_s"]
 
 
@@ -67,11 +98,21 @@ def add_generation_ratios(paths: dict[str, dict[str, Any]]) -> None:
                 figures[f"vs_{base}"] = figures["tokens_per_s"] / paths[base]["tokens_per_s"]
 
 
-def summary(train: dict[str, Any] | None, generate: dict[str, Any] | None) -> dict[str, Any]:
+def summary(
+    train: dict[str, Any] | None,
+    generate: dict[str, Any] | None,
+    lora: dict[str, Any] | None = None,
+    static_vs_continuous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The headline ratios (GPT-2-medium shape): training on the issue's fp32 workload (sft's path held to
     fp32) and, prefixed `default_`, sft's default on this machine (bf16 autocast where the CPU runs bf16);
-    generation at sft's default batch size; and whether each meets its target."""
+    generation at sft's default batch size; LoRA against full fine-tuning (SmolLM2-135M, sft's default precision
+    here); continuous batching against sft's static batches; and whether each meets its target."""
     values: dict[str, float] = {}
+    if lora:
+        values.update(lora_summary(lora))
+    if static_vs_continuous and "continuous_vs_static" in static_vs_continuous:
+        values["generate_vs_static"] = static_vs_continuous["continuous_vs_static"]
     if train:
         for path, prefix in SUMMARY_PREFIXES.items():
             values.update({f"{prefix}{key}": value for key, value in training_summary(train["paths"], path).items()})
@@ -82,6 +123,19 @@ def summary(train: dict[str, Any] | None, generate: dict[str, Any] | None) -> di
         if "vs_hf_generate" in sft:
             values["generate_vs_hf_generate"] = sft["vs_hf_generate"]
     result: dict[str, Any] = {key: round(value, 4) for key, value in values.items()}
+    if static_vs_continuous:
+        result["generate_vs_static_path"] = "continuous batching (model.generate_batch) over sft's static batches"
+        result["generate_chosen"] = "static"  # sft.inference.generate: continuous batching was slower on CPUs
+        if "identical_outputs" in static_vs_continuous:
+            result["generate_identical_outputs"] = (
+                f"{static_vs_continuous['identical_outputs']} of {static_vs_continuous['prompts']}"
+            )
+    if lora:
+        result["lora_model"] = lora["model"]
+        result["lora_paths"] = {
+            name: f["run"] + ("" if f["tokens_per_s"] is None else f", {f['tokens_per_s']:.1f} real tokens/s")
+            for name, f in lora["paths"].items()
+        }
     # The seed way's cost per token grows with the sequence, so its ratio depends on the length run.
     if train:
         result["train_timed_steps"] = train["steps"] - 1
@@ -106,15 +160,48 @@ def unprefixed(key: str) -> str:
 def training_summary(paths: dict[str, dict[str, Any]], fast: str) -> dict[str, float]:
     values: dict[str, float] = {}
     sft, seed, trl = paths.get(fast), paths.get("seed_loop"), paths.get("trl_defaults")
-    if not sft:
+    if not sft or sft["tokens_per_s"] is None:
         return values
     values["train_mfu"] = sft["mfu"]
+    seed = seed if seed and seed["tokens_per_s"] is not None else None
+    trl = trl if trl and trl["tokens_per_s"] is not None else None
     if seed:
         values["train_vs_seed_loop"] = sft["vs_seed_loop"]
         values["train_loss_rel_diff"] = abs(sft["final_loss"] - seed["final_loss"]) / seed["final_loss"]
     if trl:
         values["train_vs_trl_defaults"] = sft["vs_trl_defaults"]
         values["rss_vs_trl_defaults"] = sft["peak_rss_gb"] / trl["peak_rss_gb"]
+    return values
+
+
+def common_rate(raws: list[dict[str, Any]]) -> list[float] | None:
+    """Real tokens/s of each path over the steps all of them finished, the first (warm-up) left out where there
+    are two or more: a bounded path then is compared over the same batches as the others."""
+    done = min(len(raw["step_s"]) for raw in raws)
+    if done == 0:
+        return None
+    timed = slice(1, done) if done > 1 else slice(0, 1)
+    return [sum(map(sum, raw["batch_lengths"][timed])) / sum(raw["step_s"][timed]) for raw in raws]
+
+
+def lora_summary(result: dict[str, Any]) -> dict[str, float]:
+    """LoRA (sft's path) over full fine-tuning in real tokens/s, over the steps both finished; against PEFT's own
+    layer forward where that ran, its speed and how far the loss trajectories part (the largest relative difference
+    over the steps both finished)."""
+    values: dict[str, float] = {}
+    raw = result["raw"]
+    if "sft_lora" in raw and "sft_default" in raw:
+        rates = common_rate([raw["sft_lora"], raw["sft_default"]])
+        if rates:
+            values["lora_vs_full"] = rates[0] / rates[1]
+            values["lora_tokens_per_s"], values["full_tokens_per_s"] = rates
+    if "sft_lora" in raw and "sft_lora_peft" in raw:
+        rates = common_rate([raw["sft_lora"], raw["sft_lora_peft"]])
+        if rates:
+            values["lora_vs_peft_plain"] = rates[0] / rates[1]
+        pairs = list(zip(raw["sft_lora"]["losses"], raw["sft_lora_peft"]["losses"]))
+        if pairs:
+            values["lora_loss_rel_diff_vs_peft"] = max(abs(a - b) / abs(b) for a, b in pairs)
     return values
 
 
@@ -133,24 +220,30 @@ def ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
+def figure(value: float | None, form: str, scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None else f"{value * scale:{form}}{suffix}"
+
+
 def training_table(model: str, result: dict[str, Any]) -> str:
     rows = []
     for name, f in result["paths"].items():
         rows.append(
             [
                 TRAIN_LABELS.get(name, name),
-                f"{f['tokens_per_s']:.1f}",
-                f"{f['s_per_step']:.2f}",
+                f.get("run", ""),
+                figure(f["tokens_per_s"], ".1f"),
+                figure(f["s_per_step"], ".2f"),
                 ratio(f.get("vs_seed_loop")),
                 ratio(f.get("vs_trl_defaults")),
-                f"{100 * f['mfu']:.1f}%",
-                f"{f['peak_rss_gb']:.2f}",
-                f"{f['final_loss']:.4f}",
-                f"{f['cores_used']:.1f}",
+                figure(f["mfu"], ".1f", 100, "%"),
+                figure(f["peak_rss_gb"] or None, ".2f"),  # 0: the process was stopped before it reported
+                figure(f["final_loss"], ".4f"),
+                figure(f["cores_used"], ".1f"),
             ]
         )
     headers = [
-        f"train {model}, batch {result['batch_size']}, {result['steps']} steps",
+        f"train {model}, batch {result['batch_size']}",
+        "steps run",
         "real tok/s",
         "s/step",
         "vs seed",
@@ -189,6 +282,8 @@ def generation_table(model: str, result: dict[str, Any]) -> str:
                 f"{f['cores_used']:.1f}",
             ]
         )
+    for name, why in result.get("bounded", {}).items():
+        rows.append([GENERATE_LABELS.get(name, name), why, "-", "", "", "", ""])
     headers = [
         f"generate {model}, greedy, fp32",
         "prompts x new tokens",
@@ -201,13 +296,51 @@ def generation_table(model: str, result: dict[str, Any]) -> str:
     return table(headers, rows)
 
 
+def static_vs_continuous_table(result: dict[str, Any]) -> str:
+    rows = []
+    static = result["paths"]["static"]
+    labels = {
+        "static": "sft generate_responses (static batches of 32; kept)",
+        "continuous": "Transformers generate_batch (continuous batching, paged attention)",
+    }
+    for name, f in result["paths"].items():
+        if f.get("seconds") is None:
+            rows.append([labels[name], f["run"], "-", "-", "-", "-"])
+            continue
+        same = (
+            ""
+            if name == "static" or "texts" not in static
+            else (f"{sum(a == b for a, b in zip(static['texts'], f['texts']))} of {len(f['texts'])}")
+        )
+        vs = static["seconds"] / f["seconds"] if static.get("seconds") else None
+        rows.append(
+            [
+                labels[name],
+                f"{f['prompts']} x {result['max_new_tokens']}",
+                f"{f['seconds']:.1f}",
+                ratio(vs),
+                same,
+                f"{f['cores_used']:.1f}",
+            ]
+        )
+    headers = [
+        f"generate {result['model']} (base weights), greedy, fp32",
+        "prompts x new tokens",
+        "seconds",
+        "vs static",
+        "same text",
+        "cores used",
+    ]
+    return table(headers, rows)
+
+
 def summary_table(values: dict[str, Any]) -> str:
     rows = []
     for key, target in values["targets"].items():
-        percent = unprefixed(key) in {"train_mfu", "train_loss_rel_diff"}
+        percent = unprefixed(key) in {"train_mfu", "train_loss_rel_diff", "lora_loss_rel_diff_vs_peft"}
         shown = f"{100 * values[key]:.1f}%" if percent else f"{values[key]:.2f}"
         goal = f"{100 * target['target']:.0f}%" if percent else f"{target['target']}x"
         sign = ">=" if target["kind"] == "min" else "<="
         rows.append([key, shown, f"{sign} {goal}", "yes" if target["met"] else "NO"])
-    title = "summary, GPT-2-medium shape, fp32 (default_: sft's default here, bf16 autocast where native)"
+    title = "summary: GPT-2-medium shape, fp32 (default_: sft's default here); lora_: SmolLM2-135M"
     return table([title, "value", "target", "met"], rows)

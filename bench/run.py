@@ -23,23 +23,40 @@ RESULTS = REPO / "bench" / "results"
 # continued for max_new_tokens; the quick run uses a shorter continuation to stay within a few minutes.
 # The seed's way re-runs the whole sequence for every token (about a token a second here): it generates
 # a few tokens for real and its full-length time comes from timed steps.
+#
+# Bounds: `budget_s` is the seconds of training steps a path may spend (no step starts that would end past it;
+# the last step's time is the estimate) and a step still running at twice the budget is interrupted, so that a
+# path far slower than the others (bf16 autocast where the CPU emulates bf16: half an hour for TRL's defaults on
+# an AVX2-only machine) is timed over what fits and reported as "bounded: N of M steps in S s". `total_s` caps
+# the whole quick run: each child process is given at most what is left of it, less a share for those after it.
 TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "train": {"gpt2-medium": 3},
         "train_paths": TRAIN_PATHS,
+        "budget_s": 25.0,
+        "lora": {"model": "smollm2-135m-instruct", "steps": 4, "budget_s": 15.0, "paths": ("sft_default", "sft_lora")},
         "generate": {
-            "max_new_tokens": 96,
+            "max_new_tokens": 16,
             "sft_prompts": 32,
             "hf_prompts": 1,
             "seed_real_tokens": 8,
             "seed_samples": 6,
             "extra_batch_sizes": [],
         },
+        "static_vs_continuous": {"model": "smollm2-135m-instruct", "prompts": 16, "max_new_tokens": 16},
+        "total_s": 270.0,
     },
     "full": {
         "train": {"gpt2-medium": 6, "smollm2-135m-instruct": 6},
         "train_paths": TRAIN_PATHS,
+        "budget_s": 300.0,
+        "lora": {
+            "model": "smollm2-135m-instruct",
+            "steps": 12,
+            "budget_s": 120.0,
+            "paths": ("sft_default", "sft_lora", "sft_lora_peft"),
+        },
         "generate": {
             "max_new_tokens": 256,
             "sft_prompts": 110,
@@ -48,9 +65,46 @@ MODES: dict[str, dict[str, Any]] = {
             "seed_samples": 16,
             "extra_batch_sizes": [],
         },
+        "static_vs_continuous": {"model": "smollm2-135m-instruct", "prompts": 110, "max_new_tokens": 128},
+        "total_s": None,
     },
 }
 CHILD_TIMEOUT_S = 3600
+# What a child process needs at the least (imports, model load, one step or batch): kept back from the quick run's
+# remaining time for every child still to come.
+CHILD_RESERVE_S = 10.0
+CHILD_GRACE_S = 10.0
+
+
+# The quick run's time cap is shared out among its stages (a stage gets its share of what is left when it starts,
+# against the stages still to come), and within a stage equally among the child processes still to run; the
+# end-of-run peak measurement keeps FINAL_RESERVE_S.
+STAGE_SHARES = {"train": 0.5, "lora": 0.2, "generate": 0.2, "static_vs_continuous": 0.1}
+FINAL_RESERVE_S = 15.0
+
+
+class Deadline:
+    """The run's time cap: how long each child process may take so that the ones after it still fit."""
+
+    def __init__(self, total_s: float | None, stages: list[str], started: float):
+        """`started`: the run's start on `time.monotonic`'s clock."""
+        self.end = None if total_s is None else started + total_s - FINAL_RESERVE_S
+        self.stages = list(stages)
+        self.stage_end: float | None = None
+
+    def start_stage(self, name: str) -> None:
+        if self.end is None:
+            return
+        shares = [STAGE_SHARES[stage] for stage in self.stages[self.stages.index(name) :]]
+        left = self.end - time.monotonic()
+        self.stage_end = time.monotonic() + left * shares[0] / sum(shares)
+
+    def child_s(self, children_left: int) -> float:
+        """Seconds for the next child, with `children_left` children (this one included) left in the stage."""
+        if self.end is None or self.stage_end is None:
+            return CHILD_TIMEOUT_S
+        left = (self.stage_end - time.monotonic()) / max(children_left, 1)
+        return max(CHILD_RESERVE_S, min(CHILD_TIMEOUT_S, left))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,7 +113,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="short runs (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="longer runs, every prompt")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"seed data file (default {DEFAULT_DATA})")
-    parser.add_argument("--only", choices=["train", "generate"], help="run one benchmark")
+    parser.add_argument(
+        "--only",
+        choices=["train", "lora", "generate", "static_vs_continuous"],
+        help="run one benchmark: train (GPT-2-medium paths, then lora), lora (LoRA against full fine-tuning), "
+        "generate (GPT-2-medium paths, then static_vs_continuous), static_vs_continuous",
+    )
     parser.add_argument(
         "--train-paths", help=f"comma-separated training paths instead of the mode's, from {', '.join(TRAIN_PATHS)}"
     )
@@ -105,36 +164,115 @@ def settle(max_wait_s: float) -> None:
 
 
 def train_benchmark(
-    model: str, steps: int, names: tuple[str, ...], data: Path, peaks: dict[str, float], wait_s: float
+    model: str,
+    steps: int,
+    names: tuple[str, ...],
+    data: Path,
+    peaks: dict[str, float],
+    wait_s: float,
+    budget_s: float | None,
+    deadline: Deadline,
 ) -> dict[str, Any]:
     from bench.assets import model_dir
-    from bench.child import run_child
+    from bench.child import PathFailed, run_child
 
     paths: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     shape = model_shape(model_dir(model))
-    for path in names:
+    for index, path in enumerate(names):
         settle(wait_s)
-        say(f"train {model}: {path}, {steps} steps of {BATCH_SIZE} records")
-        spec = {"path": path, "model": model_dir(model), "data": str(data), "steps": steps, "batch_size": BATCH_SIZE}
-        raw[path] = run_child("bench.train_paths", spec, CHILD_TIMEOUT_S)
+        limit = deadline.child_s(len(names) - index)
+        # Start-up and loading take about CHILD_RESERVE_S of the child's time; the steps get the rest. A step still
+        # running when that is spent is interrupted; the parent stops a child not ended CHILD_GRACE_S later.
+        steps_s = max(limit - CHILD_RESERVE_S, 2.0)
+        budget = min(budget_s or steps_s, steps_s)
+        say(f"train {model}: {path}, {steps} steps of {BATCH_SIZE} records (budget {budget:.0f} s of steps)")
+        spec = {
+            "path": path,
+            "model": model_dir(model),
+            "data": str(data),
+            "steps": steps,
+            "batch_size": BATCH_SIZE,
+            "budget_s": budget,
+            "hard_s": max(budget, steps_s),
+        }
+        try:
+            raw[path] = run_child("bench.train_paths", spec, limit + CHILD_GRACE_S)
+        except PathFailed as error:
+            if "ran past" not in str(error):
+                raise
+            raw[path] = unfinished_run(steps, limit)
         paths[path] = report.training_figures(raw[path], shape, peaks)
         f = paths[path]
-        say(
-            f"  {f['tokens_per_s']:.1f} real tokens/s, {f['s_per_step']:.2f} s/step, "
-            f"peak RSS {f['peak_rss_gb']:.2f} GB, final loss {f['final_loss']:.4f}, {f['cores_used']:.1f} cores used"
-        )
-    same = all(r["batch_lengths"] == raw[names[0]]["batch_lengths"] for r in raw.values())
-    if not same:
-        raise SystemExit(f"train {model}: the paths did not see the same batches; see the raw results")
+        if f["tokens_per_s"] is None:
+            say(f"  {f['run']}")
+        else:
+            say(
+                f"  {f['run']}: {f['tokens_per_s']:.1f} real tokens/s, {f['s_per_step']:.2f} s/step, "
+                f"peak RSS {f['peak_rss_gb']:.2f} GB, final loss {f['final_loss']:.4f}, "
+                f"{f['cores_used']:.1f} cores used"
+            )
+    # Paths that ran the same number of steps must have seen the same batches.
+    for name, r in raw.items():
+        reference = next(v for v in raw.values() if len(v["batch_lengths"]) >= len(r["batch_lengths"]))
+        if r["batch_lengths"] != reference["batch_lengths"][: len(r["batch_lengths"])]:
+            raise SystemExit(f"train {model}: {name} did not see the same batches as the others; see the raw results")
     report.add_training_ratios(paths)
     return {"model": model, "steps": steps, "batch_size": BATCH_SIZE, "shape": shape, "paths": paths, "raw": raw}
 
 
-def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float) -> dict[str, Any]:
-    """One process per path. `generate` runs first: the seed way's sampled steps need its continuation."""
+def unfinished_run(steps: int, seconds: float) -> dict[str, Any]:
+    """A path whose process the run's time cap stopped before it wrote anything (still loading, or in step 1)."""
+    return {
+        "step_s": [],
+        "ends": [],
+        "step_cpu_s": [],
+        "batch_lengths": [],
+        "losses": [],
+        "planned_steps": steps,
+        "bounded": True,
+        "interrupted_at_s": seconds,
+        "peak_rss_gb": 0.0,
+    }
+
+
+def static_vs_continuous(settings: dict[str, Any], data: Path, wait_s: float, deadline: Deadline) -> dict[str, Any]:
+    """sft's static batches against Transformers' continuous batching, same prompts, greedy, each in its own process."""
+    from bench.child import PathFailed, run_child
+
+    paths: dict[str, Any] = {}
+    for index, path in enumerate(("static", "continuous")):
+        settle(wait_s)
+        limit = deadline.child_s(2 - index)
+        say(
+            f"generate {settings['model']}: {path}, {settings['prompts']} prompts x "
+            f"{settings['max_new_tokens']} new tokens"
+        )
+        spec = {"path": path, "data": str(data), **settings}
+        try:
+            paths[path] = run_child("bench.generate_paths", spec, limit)
+            f = paths[path]
+            say(f"  {f['seconds']:.1f} s, {f['responses_per_s']:.2f} responses/s, {f['cores_used']:.1f} cores used")
+        except PathFailed as error:
+            if "ran past" not in str(error):
+                raise
+            paths[path] = {"path": path, "seconds": None, "run": f"bounded: not finished within {limit:.0f} s"}
+            say(f"  {paths[path]['run']}")
+    static, continuous = paths["static"], paths["continuous"]
+    result: dict[str, Any] = {**settings, "paths": paths}
+    if static.get("seconds") and continuous.get("seconds"):
+        result["continuous_vs_static"] = static["seconds"] / continuous["seconds"]
+        same = [a == b for a, b in zip(static["texts"], continuous["texts"])]
+        result["identical_outputs"] = sum(same)
+        result["differing_records"] = [i for i, s in enumerate(same) if not s]
+    return result
+
+
+def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float, deadline: Deadline) -> dict[str, Any]:
+    """One process per path. `generate` runs first: the seed way's sampled steps need its continuation. A path
+    the run's time cap stops is reported as bounded, without a rate."""
     from bench.assets import model_dir
-    from bench.child import run_child
+    from bench.child import PathFailed, run_child
     from sft.inference.settings import DEFAULT_BATCH_SIZE
 
     limit = settings["max_new_tokens"]
@@ -150,8 +288,13 @@ def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float) -> d
         )
     )
     paths: dict[str, dict[str, Any]] = {}
-    for name, spec in runs:
+    bounded: dict[str, str] = {}
+    for index, (name, spec) in enumerate(runs):
         settle(wait_s)
+        cap = deadline.child_s(len(runs) - index)
+        if name == "seed_way" and "hf_generate" not in paths:
+            bounded[name] = "bounded: not run (it needs HF generate's continuation, which the time cap stopped)"
+            continue
         if name == "seed_way":
             spec["continuation"] = paths["hf_generate"]["continuation"]
             say(
@@ -160,18 +303,27 @@ def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float) -> d
             )
         else:
             say(f"generate gpt2-medium: {name}, {spec['prompts']} prompts x {limit} new tokens")
-        paths[name] = run_child("bench.generate_paths", {**base, **spec}, CHILD_TIMEOUT_S)
+        try:
+            paths[name] = run_child("bench.generate_paths", {**base, **spec}, cap)
+        except PathFailed as error:
+            if "ran past" not in str(error):
+                raise
+            bounded[name] = f"bounded: not finished within {cap:.0f} s"
+            say(f"  {bounded[name]}")
+            continue
         f = paths[name]
         say(
             f"  {f['tokens_per_s']:.2f} tokens/s{' (estimated)' if name == 'seed_way' else ''}, "
             f"{f['cores_used']:.1f} cores used"
         )
-    reference = paths["hf_generate"]["first_response"]
+    reference = paths["hf_generate"]["first_response"] if "hf_generate" in paths else None
     for name, f in paths.items():
         f["same_first_response"] = f.pop("same_tokens") if name == "seed_way" else f["first_response"] == reference
-    paths["hf_generate"].pop("continuation")
+    if "hf_generate" in paths:
+        paths["hf_generate"].pop("continuation")
     report.add_generation_ratios(paths)
     return {
+        "bounded": bounded,
         "model": "gpt2-medium",
         "max_new_tokens": limit,
         "default_batch_size": DEFAULT_BATCH_SIZE,
@@ -180,16 +332,17 @@ def generate_benchmark(settings: dict[str, Any], data: Path, wait_s: float) -> d
     }
 
 
-def environment() -> dict[str, Any]:
+def environment(machine: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
     import trl
 
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine_class": machine,
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": machine["cpu_model"],
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -206,7 +359,7 @@ def write(results_dir: Path, name: str, data: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from bench.assets import gpt2_medium_dir
-    from bench.flops import matmul_peak_gflops
+    from bench.machine import machine_class, matmul_peak_gflops
 
     args = parse_args(argv)
     if not args.data.is_file():
@@ -217,61 +370,106 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(settings["train_paths"]) - set(report.TRAIN_LABELS)
         if unknown:
             raise SystemExit(f"unknown training path(s): {', '.join(sorted(unknown))}")
-    started = time.perf_counter()
-    env = environment()
-    if env["load_average_start"] > 0.5:
-        say(f"note: load average {env['load_average_start']:.1f}: other work shares the CPU, timings will be noisy")
+    started, started_monotonic = time.perf_counter(), time.monotonic()
     gpt2_medium_dir()  # built once (tokenizer from the whisper sdist, seeded random weights)
     settle(args.wait_quiet)
-    peaks_start = {dtype: matmul_peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
-    say(
-        f"matmul peak {peaks_start['float32']:.0f} GFLOP/s fp32, {peaks_start['bfloat16']:.0f} bf16 "
-        f"({env['torch_threads']} threads)"
-    )
+    machine = machine_class()
+    peaks_start = dict(machine["matmul_peak_gflops"])
+    env = environment(machine)
+    say(f"machine class: {machine['line']}")
+    if env["load_average_start"] > 0.5:
+        say(f"note: load average {env['load_average_start']:.1f}: other work shares the CPU, timings will be noisy")
 
+    wanted = {
+        None: ["train", "lora", "generate", "static_vs_continuous"],
+        "train": ["train", "lora"],
+        "generate": ["generate", "static_vs_continuous"],
+    }.get(args.only, [args.only])
+    stages = [stage for stage in STAGE_SHARES if stage in wanted]
+    deadline = Deadline(settings["total_s"], stages, started_monotonic)
     train_results: dict[str, Any] = {}
-    if args.only in (None, "train"):
+    if "train" in stages:
+        deadline.start_stage("train")
         for model, steps in settings["train"].items():
             train_results[model] = train_benchmark(
-                model, steps, settings["train_paths"], args.data, peaks_start, args.wait_quiet
+                model,
+                steps,
+                settings["train_paths"],
+                args.data,
+                peaks_start,
+                args.wait_quiet,
+                settings["budget_s"],
+                deadline,
             )
-    generate_result = None
-    if args.only in (None, "generate"):
-        generate_result = generate_benchmark(settings["generate"], args.data, args.wait_quiet)
+    if "lora" in stages:
+        lora = settings["lora"]
+        deadline.start_stage("lora")
+        train_results[f"lora-{lora['model']}"] = train_benchmark(
+            lora["model"],
+            lora["steps"],
+            lora["paths"],
+            args.data,
+            peaks_start,
+            args.wait_quiet,
+            lora["budget_s"],
+            deadline,
+        )
+    generate_result = cb_result = None
+    if "generate" in stages:
+        deadline.start_stage("generate")
+        generate_result = generate_benchmark(settings["generate"], args.data, args.wait_quiet, deadline)
+    if "static_vs_continuous" in stages:
+        deadline.start_stage("static_vs_continuous")
+        cb_result = static_vs_continuous(settings["static_vs_continuous"], args.data, args.wait_quiet, deadline)
 
     # The peaks are measured again at the end: MFU is taken against the better of the two.
     settle(args.wait_quiet)
     peaks_end = {dtype: matmul_peak_gflops(dtype) for dtype in ("float32", "bfloat16")}
     peaks = {dtype: max(peaks_start[dtype], peaks_end[dtype]) for dtype in peaks_start}
+    machine = machine_class(peaks)
     env.update(
+        machine_class=machine,
         matmul_peak_gflops={"start": peaks_start, "end": peaks_end, "used": peaks},
         load_average_end=os.getloadavg()[0],
         mode=args.mode,
         wall_s=time.perf_counter() - started,
     )
-    for model, result in train_results.items():
+    for name, result in train_results.items():
         shape = result["shape"]
         result["paths"] = {k: report.training_figures(result["raw"][k], shape, peaks) for k in result["raw"]}
         report.add_training_ratios(result["paths"])
-        write(args.results, f"train-{model}", {"environment": env, **result})
+        write(args.results, f"train-{name}", {"machine_class": machine["line"], "environment": env, **result})
     if generate_result:
-        write(args.results, "generate-gpt2-medium", {"environment": env, **generate_result})
-    values = report.summary(train_results.get("gpt2-medium"), generate_result)
-    write(args.results, "summary", {**values, "environment": env})
+        write(
+            args.results,
+            "generate-gpt2-medium",
+            {"machine_class": machine["line"], "environment": env, **generate_result},
+        )
+    if cb_result:
+        write(
+            args.results,
+            f"generate-{cb_result['model']}",
+            {"machine_class": machine["line"], "environment": env, **cb_result},
+        )
+    lora_result = train_results.get(f"lora-{settings['lora']['model']}")
+    values = report.summary(train_results.get("gpt2-medium"), generate_result, lora_result, cb_result)
+    write(args.results, "summary", {"machine_class": machine["line"], **values, "environment": env})
 
-    print()
-    for model, result in train_results.items():
-        print(report.training_table(model, result), end="\n\n")
+    print(f"\nmachine class: {machine['line']}\n")
+    for name, result in train_results.items():
+        print(report.training_table(name, result), end="\n\n")
     if generate_result:
         print(report.generation_table("gpt2-medium", generate_result), end="\n\n")
+    if cb_result:
+        print(report.static_vs_continuous_table(cb_result), end="\n\n")
     print(report.summary_table(values))
     print(
         f"\n*MFU: model FLOPs/s over the fp32 matmul peak ({peaks['float32']:.0f} GFLOP/s here), or the bf16 "
         f"peak ({peaks['bfloat16']:.0f}) for paths under bf16 autocast."
     )
     print(
-        f"{args.mode} run, {env['wall_s'] / 60:.1f} min; load average {env['load_average_start']:.1f} at start, "
-        f"{env['load_average_end']:.1f} at end; results in {args.results}/"
+        f"{args.mode} run, {env['wall_s'] / 60:.1f} min on {machine['line']}; load average "
+        f"{env['load_average_start']:.1f} at start, {env['load_average_end']:.1f} at end; results in {args.results}/"
     )
     return 0
 

@@ -9,7 +9,7 @@ import os
 import tempfile
 from typing import Any
 
-from bench.instrument import StepLog, instrument_trainers
+from bench.instrument import OverBudget, StepLog, instrument_trainers
 from bench.workload import Example, batches, train_examples
 
 # The book's chapter 7 settings, shared by the paths whose losses are compared.
@@ -18,7 +18,7 @@ WEIGHT_DECAY = 0.1
 SEED = 123
 
 
-def seed_loop(spec: dict[str, Any]) -> StepLog:
+def seed_loop(spec: dict[str, Any], log: StepLog) -> StepLog:
     """The book's chapter 7 loop: pad to the longest record, `model(inputs).logits`, cross entropy, AdamW."""
     import torch
     import torch.nn.functional as F
@@ -31,7 +31,6 @@ def seed_loop(spec: dict[str, Any]) -> StepLog:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     examples = train_examples(spec["data"], tokenizer, spec["steps"] * spec["batch_size"])
-    log = StepLog()
     log.begin()
     for batch in batches(examples, spec["batch_size"]):
         inputs, targets = pad_batch(batch, tokenizer.pad_token_id)
@@ -43,6 +42,8 @@ def seed_loop(spec: dict[str, Any]) -> StepLog:
         log.losses.append(loss.item())
         log.batch_lengths.append([len(e.input_ids) for e in batch])
         log.step_done()
+        if log.should_stop():
+            break
     return log
 
 
@@ -60,7 +61,7 @@ def pad_batch(batch: list[Example], pad_id: int) -> tuple[Any, Any]:
     return ids[:, :-1], labels[:, 1:]
 
 
-def trl_defaults(spec: dict[str, Any]) -> StepLog:
+def trl_defaults(spec: dict[str, Any], log: StepLog) -> StepLog:
     """TRL's SFTTrainer with SFTConfig's defaults; only `use_cpu=True` added so that it runs without a GPU.
 
     The run length and the data order are the benchmark's: max_steps, and a sequential sampler.
@@ -73,7 +74,7 @@ def trl_defaults(spec: dict[str, Any]) -> StepLog:
     tokenizer = load_tokenizer(spec["model"])
     examples = train_examples(spec["data"], tokenizer, spec["steps"] * spec["batch_size"])
     dataset = datasets.Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
-    log = instrument_trainers()
+    instrument_trainers(log)
     with tempfile.TemporaryDirectory(prefix="sft-bench-trl-") as output_dir:
         config = SFTConfig(
             output_dir=output_dir,
@@ -125,30 +126,67 @@ def sft_argv(spec: dict[str, Any], output_dir: str) -> list[str]:
     ]
 
 
-def sft_default(spec: dict[str, Any]) -> StepLog:
-    """`sft.training.run.train` itself, with sft's defaults for this machine (bf16 autocast where the CPU runs
-    bf16 natively, fp32 elsewhere)."""
+def sft_default(spec: dict[str, Any], log: StepLog) -> StepLog:
+    """`sft.training.run.train` itself, with sft's defaults for this machine class (bf16 autocast where the CPU
+    runs bf16 natively, fp32 elsewhere: bench.machine decides, so that a forced class is followed too)."""
+    from bench.machine import bf16_native
     from sft.training.config import parse_recipe
     from sft.training.run import train
 
-    log = instrument_trainers()
+    # sft's own default detects native bf16 too; it is told only where the class is forced to the emulated one.
+    if not bf16_native() and "--bf16" not in spec.get("extra_args", []):
+        spec = {**spec, "extra_args": [*spec.get("extra_args", []), "--bf16", "false"]}
+    instrument_trainers(log)
     with tempfile.TemporaryDirectory(prefix="sft-bench-sft-") as output_dir:
         train(parse_recipe(sft_argv(spec, output_dir)))
     return log
 
 
-def sft_fp32(spec: dict[str, Any]) -> StepLog:
+def sft_fp32(spec: dict[str, Any], log: StepLog) -> StepLog:
     """sft's path held to fp32 throughout, the precision the seed loop trains in."""
-    return sft_default({**spec, "extra_args": [*spec.get("extra_args", []), "--bf16", "false"]})
+    return sft_default({**spec, "extra_args": [*spec.get("extra_args", []), "--bf16", "false"]}, log)
 
 
-PATHS = {"seed_loop": seed_loop, "trl_defaults": trl_defaults, "sft_default": sft_default, "sft_fp32": sft_fp32}
+# LoRA as the demo recipe (recipes/smollm2-135m-lora.yaml) sets it; compared with sft_default (full fine-tuning)
+# on the same data, batch and machine for `lora_vs_full`.
+LORA_ARGS = ["--method", "lora", "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0.05"]
+
+
+def sft_lora(spec: dict[str, Any], log: StepLog) -> StepLog:
+    return sft_default(
+        {**spec, "extra_args": [*spec.get("extra_args", []), *LORA_ARGS, "--lora_target_modules", "all-linear"]}, log
+    )
+
+
+def sft_lora_peft(spec: dict[str, Any], log: StepLog) -> StepLog:
+    """The same LoRA run with PEFT's own layer forward (sft.training.fast_lora off): the reference its speed and
+    loss trajectory are compared with."""
+    import sft.training.loss
+
+    sft.training.loss.speed_up_lora = lambda model: 0
+    return sft_lora(spec, log)
+
+
+PATHS = {
+    "sft_lora_peft": sft_lora_peft,
+    "seed_loop": seed_loop,
+    "trl_defaults": trl_defaults,
+    "sft_default": sft_default,
+    "sft_fp32": sft_fp32,
+    "sft_lora": sft_lora,
+}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    log = PATHS[spec["path"]](spec)
+    log = StepLog(planned_steps=spec["steps"], budget_s=spec.get("budget_s"), hard_s=spec.get("hard_s"))
+    try:
+        PATHS[spec["path"]](spec, log)
+    except OverBudget:
+        log.interrupted()
+    finally:
+        log.end()
     # A niced process gets only the CPU time others leave; its timings then say little.
     return {
         "path": spec["path"],

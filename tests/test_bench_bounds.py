@@ -1,0 +1,96 @@
+"""The benchmark's bounds on slow paths and its machine class (bench/instrument.py, bench/machine.py, bench/run.py)."""
+
+import time
+
+import pytest
+
+from bench.instrument import OverBudget, StepLog
+from bench.machine import FORCE_NO_BF16, machine_class, matmul_peak_gflops
+from bench.report import common_rate, run_description
+from bench.run import Deadline
+
+
+def fake_steps(log: StepLog, seconds: list[float]) -> None:
+    """Step ends as if each step took the given seconds."""
+    log.begin()
+    total = 0.0
+    for step in seconds:
+        total += step
+        log.ends.append(total)
+        log.cpu_ends.append(total)
+        log.batch_lengths.append([10])
+        log.losses.append(1.0)
+        if log.should_stop():
+            break
+
+
+def test_no_step_starts_that_would_end_past_the_budget() -> None:
+    log = StepLog(planned_steps=5, budget_s=10.0)
+    fake_steps(log, [4.0, 4.0, 4.0, 4.0, 4.0])
+    result = log.result()
+    # After two steps (8 s) a third would end at 12 s: the path stops, and says so.
+    assert result["completed_steps"] == 2 and result["bounded"]
+    assert run_description(result) == "bounded: 2 of 5 steps in 8 s"
+
+
+def test_a_path_within_its_budget_is_not_bounded() -> None:
+    log = StepLog(planned_steps=3, budget_s=100.0)
+    fake_steps(log, [1.0, 1.0, 1.0])
+    result = log.result()
+    assert result["completed_steps"] == 3 and not result["bounded"]
+    assert run_description(result) == "3 of 3 steps"
+
+
+def test_hard_limit_interrupts_a_step() -> None:
+    log = StepLog(planned_steps=3, budget_s=0.1, hard_s=0.2)
+    try:
+        log.begin()
+        log.batch_lengths.append([10])  # the step has started
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # a step far longer than the budget
+            pass
+        pytest.fail("the hard limit did not interrupt the step")
+    except OverBudget:
+        log.interrupted()
+    finally:
+        log.end()
+    result = log.result()
+    assert result["completed_steps"] == 0 and result["batch_lengths"] == []
+    assert result["bounded"] and 0.15 < result["interrupted_at_s"] < 2
+    assert run_description(result) == "bounded: 0 of 3 steps in 0 s (step 1 unfinished)"
+
+
+def test_ratios_use_the_steps_every_path_finished() -> None:
+    full = {"step_s": [5.0, 2.0], "batch_lengths": [[100], [40]]}
+    lora = {"step_s": [3.0, 1.0, 1.0, 1.0], "batch_lengths": [[100], [40], [60], [60]]}
+    # Step 2 alone (step 1 is warm-up): 40 tokens in 1 s against 40 in 2 s.
+    assert common_rate([lora, full]) == [40.0, 20.0]
+    assert common_rate([lora, {"step_s": [], "batch_lengths": []}]) is None
+
+
+def test_time_cap_shares_out_among_stages_and_children() -> None:
+    start = time.monotonic()
+    deadline = Deadline(115.0, ["train", "lora"], start)  # 100 s after the final reserve of 15 s
+    deadline.start_stage("train")
+    # train's share against the stages left (0.5 of 0.7), split over four children.
+    assert deadline.child_s(4) == pytest.approx(100 * 0.5 / 0.7 / 4, abs=0.5)
+    assert Deadline(None, ["train"], start).child_s(1) > 600  # the full run has no cap
+
+
+def test_machine_class_names_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    peaks = {"float32": 72.0, "bfloat16": 9.0}
+    monkeypatch.setenv(FORCE_NO_BF16, "1")
+    forced = machine_class(peaks)
+    assert forced["bf16_native"] is False and forced["bf16_forced_off"] is True
+    assert f"{FORCE_NO_BF16}=1" in forced["line"] and "fp32 matmul peak 72 GFLOP/s" in forced["line"]
+    assert forced["line"].startswith(f"{forced['cores']}-core ")
+    monkeypatch.delenv(FORCE_NO_BF16)
+    plain = machine_class(peaks)
+    assert plain["bf16_forced_off"] is False
+    assert ("bf16 native" in plain["line"]) == plain["bf16_native"]
+
+
+def test_peak_measurement_keeps_to_its_budget() -> None:
+    start = time.perf_counter()
+    assert matmul_peak_gflops("float32", budget_s=0.5) > 0
+    assert time.perf_counter() - start < 10
