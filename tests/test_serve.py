@@ -248,6 +248,20 @@ def test_a_streamed_chat_joins_to_the_same_text(kind, request) -> None:
         text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
         assert text == whole
         assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
+    # The raw event stream ends as OpenAI's does, for clients that read it without the openai package.
+    for path, body in (
+        ("/chat/completions", {"messages": messages(*RECORDS[0])}),
+        ("/completions", {"prompt": "Hello"}),
+    ):
+        body = {"model": server.name, "max_tokens": 4, "stream": True, **body}
+        request = urllib.request.Request(
+            server.url + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            events = [line for line in response.read().decode().splitlines() if line.startswith("data:")]
+        assert events[-1] == "data: [DONE]" and events.count("data: [DONE]") == 1, events[-3:]
 
 
 def test_a_seeded_sample_is_what_sft_generate_draws(full, capsys) -> None:

@@ -291,9 +291,11 @@ class ServedAsSft:
         self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
     ) -> Any:
         gen_manager = SftGeneration(gen_manager, self.served, chat=self.chat)
-        return super()._streaming(
+        response = super()._streaming(
             request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
         )
+        response.body_iterator = ending_with_done(response.body_iterator)
+        return response
 
     async def _non_streaming(
         self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
@@ -302,6 +304,14 @@ class ServedAsSft:
         return await super()._non_streaming(
             request_id, model, processor, model_id, inputs, gen_config, gen_manager, *rest, **named
         )
+
+
+async def ending_with_done(chunks: Any) -> Any:
+    """The event stream, then `data: [DONE]`: OpenAI's API ends every stream so, and clients that read the
+    events themselves wait for it; transformers serve ends it without."""
+    async for chunk in chunks:
+        yield chunk
+    yield "data: [DONE]\n\n"
 
 
 class SftChatCompletionHandler(ServedAsSft, ChatCompletionHandler):
