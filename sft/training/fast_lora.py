@@ -160,8 +160,22 @@ def keep_mask(shape: Any, rate: float, device: Any) -> Any:
     return (draws.view(torch.int16)[:count] >= threshold).view(shape)
 
 
+def apply_mask(x: Any, keep: Any) -> Any:
+    """`x` with the elements where `keep` is False set to zero. For 2- and 4-byte floats the mask is expanded to
+    all-ones or all-zeros integers of the same width and applied with a bitwise and on the bits: on a CPU that is
+    several times faster than `torch.where` or a multiply on bf16, which are converted element by element."""
+    import torch
+
+    bits = {2: torch.int16, 4: torch.int32}.get(x.element_size())
+    if bits is None or not x.is_contiguous():
+        return torch.where(keep, x, 0)
+    ones = keep.to(bits).neg_()  # True -> -1 (every bit set), False -> 0
+    return torch.bitwise_and(x.view(bits), ones).view(x.dtype)
+
+
 class _Masked:
-    """`x` times a fresh `keep_mask` (dropout without its 1 / (1 - rate)); an autograd Function built on first use."""
+    """`x` with a fresh `keep_mask` applied (dropout without its 1 / (1 - rate)); an autograd Function built on
+    first use, which keeps the boolean mask for the backward pass."""
 
     function: Any = None
 
@@ -175,12 +189,12 @@ class _Masked:
                 def forward(ctx: Any, x: Any, rate: float) -> Any:
                     keep = keep_mask(x.shape, rate, x.device)
                     ctx.save_for_backward(keep)
-                    return torch.where(keep, x, 0)
+                    return apply_mask(x, keep)
 
                 @staticmethod
                 def backward(ctx: Any, grad: Any) -> Any:
                     (keep,) = ctx.saved_tensors
-                    return torch.where(keep, grad, 0), None
+                    return apply_mask(grad.contiguous(), keep), None
 
             cls.function = Function
         return cls.function
