@@ -142,7 +142,8 @@ def static_vs_continuous(spec: dict[str, Any]) -> dict[str, Any]:
             max_new_tokens=limit, do_sample=False, eos_token_id=generator.eos_ids, pad_token_id=generator.pad_id
         )
         figures = measure(
-            lambda: model.generate_batch(inputs=ids, generation_config=config, progress_bar=False),
+            # warmup pre-captures CUDA graphs; on a CPU it only adds seconds (21 s against 33 s for 16 x 16 here).
+            lambda: model.generate_batch(inputs=ids, generation_config=config, progress_bar=False, warmup=False),
             [len(i) for i in ids],
         )
         out = figures.pop("_value")

@@ -7,7 +7,7 @@ import pytest
 from bench.instrument import OverBudget, StepLog
 from bench.machine import FORCE_NO_BF16, machine_class, matmul_peak_gflops
 from bench.report import common_rate, run_description
-from bench.run import Deadline
+from bench.run import STAGE_SHARES, Deadline
 
 
 def fake_steps(log: StepLog, seconds: list[float]) -> None:
@@ -72,8 +72,9 @@ def test_time_cap_shares_out_among_stages_and_children() -> None:
     start = time.monotonic()
     deadline = Deadline(115.0, ["train", "lora"], start)  # 100 s after the final reserve of 15 s
     deadline.start_stage("train")
-    # train's share against the stages left (0.5 of 0.7), split over four children.
-    assert deadline.child_s(4) == pytest.approx(100 * 0.5 / 0.7 / 4, abs=0.5)
+    # train's share against the stages left, split over four children.
+    share = STAGE_SHARES["train"] / (STAGE_SHARES["train"] + STAGE_SHARES["lora"])
+    assert deadline.child_s(4) == pytest.approx(100 * share / 4, abs=0.5)
     assert Deadline(None, ["train"], start).child_s(1) > 600  # the full run has no cap
 
 
