@@ -111,6 +111,8 @@ def adapter_inputs(x: Any, dtype: Any, rate: float) -> tuple[Any, Any]:
         return last["cast"], last["dropped"]
     cast = x.to(dtype)
     dropped = masked(cast, rate) if rate > 0 else cast
+    # The input itself is held weakly; its cast and dropped copy strongly (the base layer keeps no reference to a
+    # frozen layer's input), so until the next forward one activation stays referenced here.
     last.update(ref=weakref.ref(x), key=(x._version, dtype, rate), cast=cast, dropped=dropped)
     return cast, dropped
 
