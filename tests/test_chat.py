@@ -1,6 +1,7 @@
 """`sft chat`: streamed responses equal generate_response's, bad input and errors survive, clean exits."""
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -192,6 +193,9 @@ def spawn_chat(model_dir, *extra, env=None):
         codec_errors="replace",  # the terminal echoes bytes that are not UTF-8 back
         timeout=60,
         dimensions=(40, 200),
+        # A shell without job control starts background commands with Ctrl-C ignored, and an ignored SIGINT
+        # stays ignored across exec; the chat must see Ctrl-C as a terminal user's would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
