@@ -179,16 +179,21 @@ def record_problems(record: Any, mapping: Mapping[str, str]) -> list[str]:
             found.append(
                 f"field {field_label(target, mapping)} is empty; give the record {REQUIRED[target]} or remove it"
             )
-    # Other fields are kept and written out with the record, so they must be valid text too.
-    mapped = {mapping.get(target, target) for target in FIELDS}
-    if not record.keys() <= mapped:
-        for key, value in record.items():
-            if key in mapped:
-                continue
-            if SURROGATE.search(key):
-                found.append(surrogate_problem(f"the field name {shown(key)}", key))
-            elif (bad := broken_string(value)) is not None:
-                found.append(surrogate_problem(f"field {shown(key)}", bad, nested=not isinstance(value, str)))
+    return found + other_field_problems(record, {mapping.get(target, target) for target in FIELDS})
+
+
+def other_field_problems(record: dict[str, Any], known: set[str]) -> list[str]:
+    """Broken text in the fields other than `known`, which are kept and written out with the record."""
+    if record.keys() <= known:  # the usual record: nothing else to look at (a fast path at Alpaca scale)
+        return []
+    found = []
+    for key, value in record.items():
+        if key in known:
+            continue
+        if SURROGATE.search(key):
+            found.append(surrogate_problem(f"the field name {shown(key)}", key))
+        elif (bad := broken_string(value)) is not None:
+            found.append(surrogate_problem(f"field {shown(key)}", bad, nested=not isinstance(value, str)))
     return found
 
 
@@ -373,14 +378,7 @@ def preference_problems(record: Any) -> list[str]:
             found.append(f"field '{name}' is {json_type(value)}, not a string; write it as text in quotes")
         elif SURROGATE.search(value):
             found.append(surrogate_problem(f"field '{name}'", value))
-    for key, value in record.items():
-        if key in PREFERENCE_FIELDS or key in FIELDS:
-            continue
-        if SURROGATE.search(key):
-            found.append(surrogate_problem(f"the field name {shown(key)}", key))
-        elif (bad := broken_string(value)) is not None:
-            found.append(surrogate_problem(f"field {shown(key)}", bad, nested=not isinstance(value, str)))
-    return found
+    return found + other_field_problems(record, {*PREFERENCE_FIELDS, *FIELDS})
 
 
 def preference_token_lengths(records: Sequence[dict[str, Any]], tokenizer: Any) -> list[int]:
