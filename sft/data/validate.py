@@ -279,16 +279,22 @@ def length_problems(
         lengths = list(token_lengths(records))
     else:
         lengths = record_token_lengths(records, tokenizer, template or PromptTemplate())
+    return too_long(indices, lengths, max_length, where, option, "records", "prompt + response + EOS")
+
+
+def too_long(
+    indices: Sequence[int], lengths: Sequence[int], max_length: int, where: Any, option: str, what: str, measure: str
+) -> list[str]:
+    """Records (or pairs: `what`) longer than `max_length` tokens: one summary line, then the first few by name,
+    each with its length (`measure` says what was counted)."""
     over = [(index, length) for index, length in zip(indices, lengths) if length > max_length]
     if not over:
         return []
     summary = (
-        f"{where.source}: {len(over)} of {len(indices)} records are longer than {option} {max_length} tokens "
+        f"{where.source}: {len(over)} of {len(indices)} {what} are longer than {option} {max_length} tokens "
         f"(longest: {max(length for _, length in over)}); raise it or shorten them"
     )
-    examples = [
-        f"{where(index)}: is {length} tokens long (prompt + response + EOS)" for index, length in over[:LENGTH_EXAMPLES]
-    ]
+    examples = [f"{where(index)}: is {length} tokens long ({measure})" for index, length in over[:LENGTH_EXAMPLES]]
     return [summary, *examples]
 
 
@@ -402,18 +408,7 @@ def preference_length_problems(
     """Pairs that training would truncate: one summary line, then the first few by name."""
     indices = list(valid)
     lengths = preference_token_lengths([valid[i] for i in indices], tokenizer)
-    over = [(index, length) for index, length in zip(indices, lengths) if length > max_length]
-    if not over:
-        return []
-    summary = (
-        f"{where.source}: {len(over)} of {len(indices)} pairs are longer than {option} {max_length} tokens "
-        f"(longest: {max(length for _, length in over)}); raise it or shorten them"
-    )
-    examples = [
-        f"{where(index)}: is {length} tokens long (prompt + the longer response + EOS)"
-        for index, length in over[:LENGTH_EXAMPLES]
-    ]
-    return [summary, *examples]
+    return too_long(indices, lengths, max_length, where, option, "pairs", "prompt + the longer response + EOS")
 
 
 def to_alpaca(record: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
