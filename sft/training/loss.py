@@ -17,6 +17,7 @@ from typing import Any
 from trl import SFTTrainer
 
 from sft.training.fast_lora import frozen_linear, speed_up_lora
+from sft.training.packed_attention import use_packed_attention
 
 # Config keys of models whose logits are scaled or capped after the projection; TRL's head handles them.
 LOGIT_TRANSFORMS = (
@@ -84,6 +85,9 @@ class LeanLossSFTTrainer(SFTTrainer):
         # PEFT's LoRA layers spend more on dropout, scaling and bf16 casts than the frozen base saves
         # (sft.training.fast_lora); the same function, cheaper.
         speed_up_lora(self.model)
+        if self.args.padding_free:
+            # Attention within each record of the packed row, not across the whole row (sft.training.packed_attention).
+            use_packed_attention(base)
         prompt_learning = bool(getattr(getattr(self.model, "active_peft_config", None), "is_prompt_learning", False))
         self.lean_loss = lean_head_supported(base) and not prompt_learning
         if self.lean_loss:
