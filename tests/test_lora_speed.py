@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 import torch
 
-from sft.training.fast_lora import effective_rate, frozen_linear, keep_mask, speed_up_lora
+from sft.training.fast_lora import drop_positions, frozen_linear, speed_up_lora
 
 
 def tiny_llama(seed: int = 0) -> Any:
@@ -67,12 +67,44 @@ def test_same_loss_and_gradients_as_peft(bf16: bool) -> None:
         assert (fast_grads[name] - grad).norm() <= tolerance * grad.norm(), name
 
 
-def test_dropout_rate_and_gradient() -> None:
+def test_drop_positions_are_independent_bernoulli() -> None:
+    """Positions drawn from geometric gaps: sorted, distinct, in range, at the rate, with no pattern between
+    neighbours (a dropped element makes its neighbour no more or less likely to be dropped)."""
     torch.manual_seed(0)
-    keep = keep_mask((1000, 200), 0.05, "cpu")
-    assert keep.dtype == torch.bool and keep.shape == (1000, 200)
-    assert abs(1 - keep.float().mean().item() - 0.05) < 0.003
-    assert effective_rate(0.05) == pytest.approx(0.05, abs=2**-16)
+    count = 400_000
+    positions = drop_positions(count, 0.05, "cpu")
+    assert positions.dtype == torch.int64 and positions.numel() > 0
+    assert int(positions[0]) >= 0 and int(positions[-1]) < count
+    assert bool((positions[1:] > positions[:-1]).all())
+    dropped = torch.zeros(count, dtype=torch.bool)
+    dropped[positions] = True
+    # Binomial standard deviation at this size: about 0.00034.
+    assert abs(dropped.float().mean().item() - 0.05) < 0.002
+    after_dropped = dropped[1:][dropped[:-1]].float().mean().item()
+    assert abs(after_dropped - 0.05) < 0.01
+    # A rate so high that the first draws fall short of the end: the rest are drawn until they pass it.
+    many = drop_positions(1000, 0.9, "cpu")
+    assert int(many[-1]) < 1000 and abs(many.numel() / 1000 - 0.9) < 0.05
+
+
+def test_dropout_gradient_skips_dropped_inputs() -> None:
+    """An element dropout zeroes gets no gradient through the adapter; the others get the adapter's share."""
+    model = lora_model(dropout=0.5)
+    speed_up_lora(model)
+    layer = model.base_model.model.model.layers[0].mlp.down_proj
+    model.train()
+    torch.manual_seed(0)
+    x = torch.randn(50, 64, requires_grad=True)
+    layer(x).sum().backward()
+    base_only = layer.base_layer.weight.sum(0).expand(50, 64)
+    through_adapter = x.grad - base_only
+    zero = through_adapter.abs() < 1e-6
+    # About half the elements are dropped; every other one carries the adapter's gradient.
+    assert 0.4 < zero.float().mean().item() < 0.6
+    adapter = layer.lora_A["default"].weight
+    b = layer.lora_B["default"].weight
+    expected = (b.sum(0) @ adapter) * layer.scaling["default"] / 0.5
+    torch.testing.assert_close(through_adapter[~zero], expected.expand(50, 64)[~zero], rtol=1e-4, atol=1e-5)
 
 
 def test_dropout_only_in_training_and_unbiased() -> None:
