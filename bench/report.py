@@ -171,7 +171,11 @@ def training_summary(paths: dict[str, dict[str, Any]], fast: str) -> dict[str, f
     trl = trl if trl and trl["tokens_per_s"] is not None else None
     if seed:
         values["train_vs_seed_loop"] = sft["vs_seed_loop"]
-        values["train_loss_rel_diff"] = abs(sft["final_loss"] - seed["final_loss"]) / seed["final_loss"]
+        # At the last step both finished: a bounded path's final loss is that of an earlier step than the other's.
+        done = min(len(sft["losses"]), len(seed["losses"]))
+        if done:
+            ours, theirs = sft["losses"][done - 1], seed["losses"][done - 1]
+            values["train_loss_rel_diff"] = abs(ours - theirs) / theirs
     if trl:
         values["train_vs_trl_defaults"] = sft["vs_trl_defaults"]
         values["rss_vs_trl_defaults"] = sft["peak_rss_gb"] / trl["peak_rss_gb"]

@@ -6,7 +6,7 @@ import pytest
 
 from bench.instrument import OverBudget, StepLog
 from bench.machine import FORCE_NO_BF16, machine_class, matmul_peak_gflops
-from bench.report import common_rate, run_description
+from bench.report import common_rate, run_description, training_summary
 from bench.run import STAGE_SHARES, Deadline
 
 
@@ -66,6 +66,14 @@ def test_ratios_use_the_steps_every_path_finished() -> None:
     # Step 2 alone (step 1 is warm-up): 40 tokens in 1 s against 40 in 2 s.
     assert common_rate([lora, full]) == [40.0, 20.0]
     assert common_rate([lora, {"step_s": [], "batch_lengths": []}]) is None
+
+
+def test_losses_are_compared_at_a_step_both_paths_finished() -> None:
+    """A bounded seed loop that finished one step is compared with the other path's first step, not its last."""
+    sft = {"tokens_per_s": 100.0, "mfu": 0.5, "vs_seed_loop": 2.0, "losses": [10.9756, 9.3176, 9.618]}
+    seed = {"tokens_per_s": 50.0, "losses": [10.9752]}
+    values = training_summary({"sft_default": sft, "seed_loop": seed}, "sft_default")
+    assert values["train_loss_rel_diff"] == pytest.approx(0.0004 / 10.9752)
 
 
 def test_time_cap_shares_out_among_stages_and_children() -> None:
