@@ -70,3 +70,16 @@ def test_a_broken_cache_entry_is_one_line_and_left_alone(monkeypatch: pytest.Mon
         tiny_model_dir("sft-tiny-llama")
     assert "\n" not in str(error.value) and str(broken) in str(error.value) and "delete" in str(error.value)
     assert [path.name for path in broken.iterdir()] == ["tokenizer.json"]
+
+
+def test_a_cache_build_on_rank_1_writes_the_whole_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Under `accelerate launch` the cache is built by whichever process takes its lock first; Transformers writes
+    a model only on rank 0, which once left rank 1's build holding the tokenizer alone."""
+    from transformers.distributed import mixin
+
+    from sft.models.tiny import save_tiny_model
+
+    monkeypatch.setattr(mixin, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(mixin, "_get_torch_distributed_rank", lambda: 1)
+    save_tiny_model(tmp_path / "tiny", "gpt2")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "tiny").iterdir()}

@@ -148,8 +148,23 @@ def convert_gguf(directory: Path, filename: str, target: Path) -> None:
     plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**settings))
     plain.load_state_dict(quantized.state_dict(), strict=True)
     with atomic_directory(target) as staging:
-        plain.save_pretrained(staging)
+        save_cached_model(plain, staging)
         tokenizer.save_pretrained(staging)
+
+
+def save_cached_model(model: Any, directory: Path) -> None:
+    """`model.save_pretrained(directory)` on whichever process builds sft's cache.
+
+    Under torch.distributed, Transformers writes a model only on rank 0; the cache is the machine's, built by
+    whichever process takes its lock first, so on rank 1 the folder would have held the tokenizer alone.
+    """
+    model.should_save_on_this_rank = lambda is_main_process: True
+    try:
+        model.save_pretrained(directory)
+    finally:
+        del model.should_save_on_this_rank
+    if not (Path(directory) / MODEL_CONFIG).is_file():
+        raise SFTError(f"saving a model into sft's cache ({directory}) wrote no {MODEL_CONFIG}")
 
 
 def hub_error(name: str, error: Exception) -> SFTError:

@@ -83,11 +83,13 @@ def build_model(style: str, vocab_size: int, seed: int = 0) -> Any:
 def save_tiny_model(directory: str | Path, style: str) -> Path:
     from transformers.utils import logging as hf_logging
 
+    from sft.models.load import save_cached_model
+
     tokenizer = build_tokenizer(style)
     model = build_model(style, len(tokenizer))
     hf_logging.disable_progress_bar()  # a bar for a 100 kB file is noise
     try:
-        model.save_pretrained(directory)
+        save_cached_model(model, Path(directory))
     finally:
         hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(directory)
