@@ -7,6 +7,7 @@ TRL's SFTTrainer), `DPOStage` in sft.preference.dpo (preference pairs through TR
 """
 
 import logging
+import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,10 @@ def train(recipe: Recipe) -> dict[str, Any]:
             agreed = f"{rank}: train_loss={metrics['train_loss']:.6f}"
             if "eval_rouge_l" in metrics:  # generation_eval: every rank must hold the same figures
                 agreed += f" eval_rouge_l={metrics['eval_rouge_l']!r} eval_bleu={metrics['eval_bleu']!r}"
-            print(agreed, flush=True)
+            # One write, line and newline together: print() writes them separately, and with the launcher's
+            # unbuffered output another rank's line could land between the two.
+            sys.stdout.write(agreed + "\n")
+            sys.stdout.flush()
 
         # Save: the model or adapter (safetensors), tokenizer, template, recipe, metrics, state, loss plot,
         # all staged first and then moved into place, so a kill leaves the old run or the new one.
