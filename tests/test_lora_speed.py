@@ -150,3 +150,21 @@ def test_frozen_cast_follows_weight_changes() -> None:
         assert torch.equal(frozen_linear(layer, x), layer(x))
     # Outside autocast, or for a trained weight, it is the layer itself.
     assert torch.equal(frozen_linear(layer, x), layer(x))
+
+
+def test_only_trained_adapter_weights_get_gradients() -> None:
+    """With the A matrices frozen, B's gradients are PEFT's and A gets none."""
+    ids = torch.randint(0, 64, (2, 12))
+    plain, fast = lora_model(), lora_model()
+    speed_up_lora(fast)
+    for model in (plain, fast):
+        model.train()
+        for name, weight in model.named_parameters():
+            if "lora_A" in name:
+                weight.requires_grad_(False)
+    _, plain_grads = loss_and_grads(plain, ids, bf16=False)
+    _, fast_grads = loss_and_grads(fast, ids, bf16=False)
+    assert plain_grads.keys() == fast_grads.keys() and all("lora_B" in name for name in fast_grads)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-5, atol=1e-6)
+    assert all(w.grad is None for n, w in fast.named_parameters() if "lora_A" in n)

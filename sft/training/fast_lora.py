@@ -125,11 +125,14 @@ class _LoraLinear:
                 def backward(ctx: Any, grad: Any) -> Any:
                     flat_dropped, positions, weight, a, b, hidden = ctx.saved_tensors
                     flat_grad = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
-                    grad_b = torch.mm(flat_grad.t(), hidden).mul_(ctx.scale).to(ctx.adapter_dtype)
-                    grad_hidden = torch.mm(flat_grad, b).mul_(ctx.scale)
-                    grad_a = torch.mm(grad_hidden.t(), flat_dropped).to(ctx.adapter_dtype)
-                    grad_x = None
-                    if ctx.needs_input_grad[0]:
+                    wants_x, wants_a, wants_b = (ctx.needs_input_grad[i] for i in (0, 5, 6))
+                    grad_x = grad_a = grad_b = None
+                    if wants_b:
+                        grad_b = torch.mm(flat_grad.t(), hidden).mul_(ctx.scale).to(ctx.adapter_dtype)
+                    grad_hidden = torch.mm(flat_grad, b).mul_(ctx.scale) if wants_x or wants_a else None
+                    if wants_a:
+                        grad_a = torch.mm(grad_hidden.t(), flat_dropped).to(ctx.adapter_dtype)
+                    if wants_x:
                         through_adapter = torch.mm(grad_hidden, a)
                         if positions is not None:
                             through_adapter.view(-1).index_fill_(0, positions, 0)
