@@ -168,3 +168,52 @@ def test_only_trained_adapter_weights_get_gradients() -> None:
     for name, grad in plain_grads.items():
         torch.testing.assert_close(fast_grads[name], grad, rtol=1e-5, atol=1e-6)
     assert all(w.grad is None for n, w in fast.named_parameters() if "lora_A" in n)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_layers_reading_one_input_are_computed_together(bf16: bool) -> None:
+    """After one forward pass the layers that read the same input (q, k, v; gate, up) are known, and from then on
+    are computed together; loss and gradients stay PEFT's."""
+    from sft.training.fast_lora import _SIBLINGS
+
+    ids = torch.randint(0, 64, (2, 12))
+    plain, fast = lora_model(), lora_model()
+    speed_up_lora(fast)
+    plain.train()
+    fast.train()
+    loss_and_grads(fast, ids, bf16)  # learns who follows whom
+    attention = fast.base_model.model.model.layers[1].self_attn
+    mlp = fast.base_model.model.model.layers[1].mlp
+    assert _SIBLINGS.followers(attention.q_proj) == [attention.k_proj, attention.v_proj]
+    assert _SIBLINGS.followers(mlp.gate_proj) == [mlp.up_proj]
+    assert _SIBLINGS.followers(attention.o_proj) == [] and _SIBLINGS.followers(mlp.down_proj) == []
+    plain_loss, plain_grads = loss_and_grads(plain, ids, bf16)
+    fast_loss, fast_grads = loss_and_grads(fast, ids, bf16)
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-4 if bf16 else 1e-6)
+    tolerance = 5e-2 if bf16 else 1e-5
+    for name, grad in plain_grads.items():
+        assert (fast_grads[name] - grad).norm() <= tolerance * grad.norm(), name
+
+
+def test_a_follower_called_otherwise_computes_its_own_output() -> None:
+    """A learned follower that gets another input (or is not called at all) is computed afresh; the output kept
+    for it is never returned, and the leader's gradients are unaffected by the unused one."""
+    from sft.training.fast_lora import _SIBLINGS
+
+    plain, fast = lora_model(), lora_model()
+    speed_up_lora(fast)
+    fast_attention = fast.base_model.model.model.layers[0].self_attn
+    plain_attention = plain.base_model.model.model.layers[0].self_attn
+    x, other = torch.randn(3, 32, requires_grad=True), torch.randn(3, 32)
+    for layer in (fast_attention.q_proj, fast_attention.k_proj):
+        layer(x)
+    fast_attention.o_proj(torch.randn(3, 32))  # a new input: the pair above is learned
+    assert _SIBLINGS.followers(fast_attention.q_proj) == [fast_attention.k_proj]
+    leader = fast_attention.q_proj(x)
+    torch.testing.assert_close(leader, plain_attention.q_proj(x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fast_attention.k_proj(other), plain_attention.k_proj(other), rtol=1e-6, atol=1e-6)
+    leader.sum().backward()
+    expected = x.grad.clone()
+    x.grad = None
+    plain_attention.q_proj(x).sum().backward()
+    torch.testing.assert_close(expected, x.grad, rtol=1e-5, atol=1e-6)

@@ -16,7 +16,10 @@ layer's whole forward and backward:
   the adapter's product is added to the base's output inside the matmul (`addmm_`); the input gradient of the base
   and of the adapter come out of one `addmm`. No pass over a full-width tensor is left but the casts.
 - q, k and v (and gate and up) read the same hidden states: they share one cast of them and one set of dropped
-  positions, as PEFT's single adapter on a fused projection (GPT-2's c_attn, Phi-3's qkv_proj) shares one mask.
+  positions, as PEFT's single adapter on a fused projection (GPT-2's c_attn, Phi-3's qkv_proj) shares one mask,
+  and from the second forward pass on they are one Function: their A matrices stacked, so that the adapters'
+  first product, its weight gradient and its input gradient are one matmul each instead of three, and the input
+  gradients of all of them are summed inside the matmuls instead of by autograd.
 - Under CPU bf16 autocast every frozen base weight (and the frozen LM head) was cast to bf16 again at every forward:
   its cast is kept until the weight changes (its version counter), the values autocast would produce.
 
@@ -30,7 +33,7 @@ quantized base layers, tensors off the CPU) takes PEFT's own forward.
 import math
 import types
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def speed_up_lora(model: Any) -> int:
@@ -72,34 +75,126 @@ def plain_adapter(layer: Any, x: Any, args: tuple[Any, ...], kwargs: dict[str, A
 
 
 def fast_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
-    """PEFT's `result = base(x) + lora_B(lora_A(dropout(x))) * scaling`, computed as described in the module."""
-    adapter = plain_adapter(self, x, args, kwargs)
-    if adapter is None:
+    """PEFT's `result = base(x) + lora_B(lora_A(dropout(x))) * scaling`, computed as described in the module,
+    together with the layers that read the same input right after this one (see `_Siblings`)."""
+    plan = layer_plan(self, x, args, kwargs)
+    if plan is None:
         return self._sft_peft_forward(x, *args, **kwargs)
+    _SIBLINGS.observe(self, x)
+    stashed = _SIBLINGS.take(self, x, plan.key)
+    if stashed is not None:
+        return stashed
+    group = [plan]
+    for follower in _SIBLINGS.followers(self):
+        follower_plan = layer_plan(follower, x, (), {})
+        if follower_plan is not None and follower_plan.key == plan.key:
+            group.append(follower_plan)
+    cast, dropped, positions = adapter_inputs(x, plan.dtype, plan.rate)
+    weights: list[Any] = []
+    for member in group:
+        weights.extend((*frozen_weights(member.layer.base_layer, plan.dtype), member.lora_a, member.lora_b))
     import torch
 
-    base, lora_a, lora_b = self.base_layer, self.lora_A[adapter], self.lora_B[adapter]
+    with torch.autocast("cpu", enabled=False):
+        outs = _LoraLinears.get().apply(cast, dropped, positions, tuple(m.scale for m in group), *weights)
+    # PEFT returns the base's output dtype (bf16 under autocast).
+    outs = [out if plan.bf16 or out.dtype == x.dtype else out.to(x.dtype) for out in outs]
+    _SIBLINGS.stash(x, plan.key, [m.layer for m in group[1:]], outs[1:])
+    return outs[0]
+
+
+class LayerPlan(NamedTuple):
+    """How `fast_forward` computes one plain LoRA layer for one input."""
+
+    layer: Any
+    lora_a: Any
+    lora_b: Any
+    scale: float  # the adapter's scaling with dropout's 1 / (1 - rate)
+    dtype: Any  # of the products
+    rate: float  # dropout's, 0 outside training
+    bf16: bool  # under CPU bf16 autocast
+
+    @property
+    def key(self) -> tuple[Any, float, bool]:
+        """Layers with the same key and input can be computed together: one cast, one mask."""
+        return self.dtype, self.rate, self.bf16
+
+
+def layer_plan(layer: Any, x: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LayerPlan | None:
+    """The plan for `layer(x)` when its one active adapter is plain LoRA on a frozen linear base, else None."""
+    adapter = plain_adapter(layer, x, args, kwargs)
+    if adapter is None:
+        return None
+    import torch
+
+    base, lora_a, lora_b = layer.base_layer, layer.lora_A[adapter], layer.lora_B[adapter]
     bf16 = autocast_bf16(base.weight)
     # Under autocast everything runs in bf16, as autocast would cast it; otherwise in the adapter's dtype, as PEFT
     # casts the input to it.
     dtype = torch.bfloat16 if bf16 else lora_a.weight.dtype
     if not bf16 and base.weight.dtype != dtype:
-        return self._sft_peft_forward(x, *args, **kwargs)  # a base in another dtype than its adapter: PEFT's mix
-    rate = float(getattr(self.lora_dropout[adapter], "p", 0.0)) if self.training else 0.0
-    cast, dropped, positions = adapter_inputs(x, dtype, rate)
-    weight, bias = frozen_weights(base, dtype)
+        return None  # a base in another dtype than its adapter: PEFT's mix
+    rate = float(getattr(layer.lora_dropout[adapter], "p", 0.0)) if layer.training else 0.0
     # Dropout's 1 / (1 - rate) joins the scaling: B(A(x * mask / (1 - rate))) * s = B(A(x * mask)) * s / (1 - rate).
-    scale = self.scaling[adapter] / (1.0 - rate)
-    with torch.autocast("cpu", enabled=False):
-        out = _LoraLinear.get().apply(cast, dropped, positions, weight, bias, lora_a.weight, lora_b.weight, scale)
-    # PEFT returns the base's output dtype (bf16 under autocast).
-    return out if bf16 or out.dtype == x.dtype else out.to(x.dtype)
+    scale = layer.scaling[adapter] / (1.0 - rate)
+    return LayerPlan(layer, lora_a.weight, lora_b.weight, scale, dtype, rate, bf16)
 
 
-class _LoraLinear:
-    """`x W^T + b + scale * (dropped A^T) B^T` as one autograd Function, built on first use (torch is imported
-    lazily). `dropped` is `x` with the elements at `positions` zeroed (no gradient of its own: the backward pass
-    zeroes the same positions of the adapter's input gradient)."""
+class _Siblings:
+    """Layers that read the same input one after another (q, k and v; gate and up) computed as one: the first
+    one's call computes all of them, with one matmul for their stacked A matrices in each direction and one pass
+    for dropout's zeros in the backward; the others' calls return what was kept for them.
+
+    Which layers follow which is learned by watching the calls (a forward pass in which a layer's followers did
+    not come is simply learned again), so nothing here depends on a model's module names. A kept output is only
+    returned to the layer it was computed for, for the same input tensor at the same version with the same plan
+    key; anything else computes afresh, so a wrong guess costs time, never a different result.
+    """
+
+    def __init__(self) -> None:
+        self.learned: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+        self.seen: dict[str, Any] = {}
+        self.kept: dict[str, Any] = {}
+
+    @staticmethod
+    def _same(record: dict[str, Any], x: Any) -> bool:
+        ref = record.get("ref")
+        return ref is not None and ref() is x and record["version"] == x._version
+
+    def observe(self, layer: Any, x: Any) -> None:
+        if self._same(self.seen, x):
+            self.seen["layers"].append(weakref.ref(layer))
+            return
+        self._learn()
+        self.seen = {"ref": weakref.ref(x), "version": x._version, "layers": [weakref.ref(layer)]}
+
+    def _learn(self) -> None:
+        layers = [ref() for ref in self.seen.get("layers", [])]
+        if layers and all(layer is not None for layer in layers):
+            self.learned[layers[0]] = [weakref.ref(layer) for layer in layers[1:]]
+
+    def followers(self, layer: Any) -> list[Any]:
+        return [f for f in (ref() for ref in self.learned.get(layer, [])) if f is not None and f is not layer]
+
+    def stash(self, x: Any, key: Any, layers: list[Any], outs: list[Any]) -> None:
+        self.kept = {"ref": weakref.ref(x), "version": x._version, "key": key}
+        self.kept["outs"] = {id(layer): (weakref.ref(layer), out) for layer, out in zip(layers, outs)}
+
+    def take(self, layer: Any, x: Any, key: Any) -> Any:
+        if not self._same(self.kept, x) or self.kept["key"] != key:
+            return None
+        ref, out = self.kept["outs"].pop(id(layer), (None, None))
+        return out if ref is not None and ref() is layer else None
+
+
+_SIBLINGS = _Siblings()
+
+
+class _LoraLinears:
+    """For LoRA layers i reading the same input: `x W_i^T + b_i + scale_i * (dropped A_i^T) B_i^T`, as one autograd
+    Function built on first use (torch is imported lazily). `dropped` is `x` with the elements at `positions`
+    zeroed (no gradient of its own: the backward pass zeroes the same positions of the adapters' input gradient).
+    The A matrices are stacked, so that the adapters' first product and its two gradients are one matmul each."""
 
     function: Any = None
 
@@ -110,34 +205,64 @@ class _LoraLinear:
 
             class Function(torch.autograd.Function):
                 @staticmethod
-                def forward(ctx: Any, x: Any, dropped: Any, positions: Any, weight: Any, bias: Any, lora_a: Any,
-                            lora_b: Any, scale: float) -> Any:  # fmt: skip
-                    a, b = lora_a.to(x.dtype), lora_b.to(x.dtype)
+                def forward(ctx: Any, x: Any, dropped: Any, positions: Any, scales: tuple[float, ...],
+                            *weights: Any) -> Any:  # fmt: skip
+                    bases, biases, lora_as, lora_bs = weights[0::4], weights[1::4], weights[2::4], weights[3::4]
+                    stacked_a = (torch.cat(lora_as) if len(lora_as) > 1 else lora_as[0]).to(x.dtype)
+                    bs = [b.to(x.dtype) for b in lora_bs]
                     flat, flat_dropped = x.reshape(-1, x.shape[-1]), dropped.reshape(-1, x.shape[-1])
-                    hidden = torch.mm(flat_dropped, a.t())
-                    out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
-                    out.addmm_(hidden, b.t(), alpha=scale)
-                    ctx.save_for_backward(flat_dropped, positions, weight, a, b, hidden)
-                    ctx.scale, ctx.input_shape, ctx.adapter_dtype = scale, x.shape, lora_a.dtype
-                    return out.view(*x.shape[:-1], out.shape[-1])
+                    hidden = torch.mm(flat_dropped, stacked_a.t())
+                    ranks = [a.shape[0] for a in lora_as]
+                    outs, start = [], 0
+                    for weight, bias, b, scale, rank in zip(bases, biases, bs, scales, ranks):
+                        out = torch.mm(flat, weight.t()) if bias is None else torch.addmm(bias, flat, weight.t())
+                        out.addmm_(hidden[:, start : start + rank], b.t(), alpha=scale)
+                        outs.append(out.view(*x.shape[:-1], out.shape[-1]))
+                        start += rank
+                    ctx.save_for_backward(flat_dropped, positions, stacked_a, hidden, *bases, *bs)
+                    ctx.scales, ctx.ranks, ctx.input_shape = scales, ranks, x.shape
+                    ctx.adapter_dtypes = [a.dtype for a in lora_as]
+                    # An output nobody used (a sibling that was not called after all) gets no gradient pass.
+                    ctx.set_materialize_grads(False)
+                    return tuple(outs)
 
                 @staticmethod
-                def backward(ctx: Any, grad: Any) -> Any:
-                    flat_dropped, positions, weight, a, b, hidden = ctx.saved_tensors
-                    flat_grad = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
-                    wants_x, wants_a, wants_b = (ctx.needs_input_grad[i] for i in (0, 5, 6))
-                    grad_x = grad_a = grad_b = None
-                    if wants_b:
-                        grad_b = torch.mm(flat_grad.t(), hidden).mul_(ctx.scale).to(ctx.adapter_dtype)
-                    grad_hidden = torch.mm(flat_grad, b).mul_(ctx.scale) if wants_x or wants_a else None
+                def backward(ctx: Any, *grads: Any) -> Any:
+                    flat_dropped, positions, stacked_a, hidden, *rest = ctx.saved_tensors
+                    count = len(ctx.scales)
+                    bases, bs = rest[:count], rest[count:]
+                    needs = ctx.needs_input_grad
+                    result: list[Any] = [None] * len(needs)
+                    wants_x = needs[0]
+                    wants_a = any(needs[4 + 4 * i + 2] for i in range(count))
+                    flat_grads = [None if g is None else g.reshape(-1, g.shape[-1]).to(bases[0].dtype) for g in grads]
+                    hidden_grads, start = [], 0
+                    for i, (g, b, scale, rank) in enumerate(zip(flat_grads, bs, ctx.scales, ctx.ranks)):
+                        if g is None:
+                            hidden_grads.append(hidden.new_zeros(hidden.shape[0], rank))
+                        else:
+                            if needs[4 + 4 * i + 3]:
+                                grad_b = torch.mm(g.t(), hidden[:, start : start + rank]).mul_(scale)
+                                result[4 + 4 * i + 3] = grad_b.to(ctx.adapter_dtypes[i])
+                            hidden_grads.append(torch.mm(g, b).mul_(scale))
+                        start += rank
+                    if not (wants_x or wants_a) or all(g is None for g in flat_grads):
+                        return tuple(result)
+                    grad_hidden = torch.cat(hidden_grads, 1) if count > 1 else hidden_grads[0]
                     if wants_a:
-                        grad_a = torch.mm(grad_hidden.t(), flat_dropped).to(ctx.adapter_dtype)
+                        grad_stacked_a = torch.mm(grad_hidden.t(), flat_dropped)
+                        for i, grad_a in enumerate(grad_stacked_a.split(ctx.ranks)):
+                            if needs[4 + 4 * i + 2]:
+                                result[4 + 4 * i + 2] = grad_a.to(ctx.adapter_dtypes[i])
                     if wants_x:
-                        through_adapter = torch.mm(grad_hidden, a)
+                        grad_x = torch.mm(grad_hidden, stacked_a)
                         if positions is not None:
-                            through_adapter.view(-1).index_fill_(0, positions, 0)
-                        grad_x = torch.addmm(through_adapter, flat_grad, weight).view(ctx.input_shape)
-                    return grad_x, None, None, None, None, grad_a, grad_b, None
+                            grad_x.view(-1).index_fill_(0, positions, 0)
+                        for g, weight in zip(flat_grads, bases):
+                            if g is not None:
+                                grad_x.addmm_(g, weight)
+                        result[0] = grad_x.view(ctx.input_shape)
+                    return tuple(result)
 
             cls.function = Function
         return cls.function
