@@ -212,6 +212,10 @@ def test_a_follower_called_otherwise_computes_its_own_output() -> None:
     leader = fast_attention.q_proj(x)
     torch.testing.assert_close(leader, plain_attention.q_proj(x), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(fast_attention.k_proj(other), plain_attention.k_proj(other), rtol=1e-6, atol=1e-6)
+    # Computed without autograd, the group's kept output is not handed to a call made with it.
+    with torch.no_grad():
+        fast_attention.q_proj(x)
+    assert fast_attention.k_proj(x).requires_grad
     leader.sum().backward()
     expected = x.grad.clone()
     x.grad = None

@@ -113,11 +113,12 @@ class LayerPlan(NamedTuple):
     dtype: Any  # of the products
     rate: float  # dropout's, 0 outside training
     bf16: bool  # under CPU bf16 autocast
+    grad: bool  # autograd enabled: an output computed without it must not reach a call made with it
 
     @property
-    def key(self) -> tuple[Any, float, bool]:
+    def key(self) -> tuple[Any, float, bool, bool]:
         """Layers with the same key and input can be computed together: one cast, one mask."""
-        return self.dtype, self.rate, self.bf16
+        return self.dtype, self.rate, self.bf16, self.grad
 
 
 def layer_plan(layer: Any, x: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LayerPlan | None:
@@ -137,7 +138,7 @@ def layer_plan(layer: Any, x: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     rate = float(getattr(layer.lora_dropout[adapter], "p", 0.0)) if layer.training else 0.0
     # Dropout's 1 / (1 - rate) joins the scaling: B(A(x * mask / (1 - rate))) * s = B(A(x * mask)) * s / (1 - rate).
     scale = layer.scaling[adapter] / (1.0 - rate)
-    return LayerPlan(layer, lora_a.weight, lora_b.weight, scale, dtype, rate, bf16)
+    return LayerPlan(layer, lora_a.weight, lora_b.weight, scale, dtype, rate, bf16, torch.is_grad_enabled())
 
 
 class _Siblings:
@@ -236,6 +237,8 @@ class _LoraLinears:
                     wants_x = needs[0]
                     wants_a = any(needs[4 + 4 * i + 2] for i in range(count))
                     flat_grads = [None if g is None else g.reshape(-1, g.shape[-1]).to(bases[0].dtype) for g in grads]
+                    if all(g is None for g in flat_grads):
+                        return tuple(result)
                     hidden_grads, start = [], 0
                     for i, (g, b, scale, rank) in enumerate(zip(flat_grads, bs, ctx.scales, ctx.ranks)):
                         if g is None:
@@ -246,7 +249,7 @@ class _LoraLinears:
                                 result[4 + 4 * i + 3] = grad_b.to(ctx.adapter_dtypes[i])
                             hidden_grads.append(torch.mm(g, b).mul_(scale))
                         start += rank
-                    if not (wants_x or wants_a) or all(g is None for g in flat_grads):
+                    if not (wants_x or wants_a):
                         return tuple(result)
                     grad_hidden = torch.cat(hidden_grads, 1) if count > 1 else hidden_grads[0]
                     if wants_a:
