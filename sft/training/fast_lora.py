@@ -5,7 +5,7 @@ base, made LoRA about as slow per token as full fine-tuning, although LoRA skips
 (the same base with no adapters at all trained about 1.45x faster than full fine-tuning). Each adapter is a few
 small matmuls and, in PEFT's path, as many element-wise passes over its full-width input and output, each with its
 autograd bookkeeping; on two cores those passes, not the matmuls, were the cost. Here one autograd Function does a
-layer's whole forward and backward:
+layer's whole forward and backward (or a group's, below):
 
 - Dropout on the adapter input drew a random number for every element of every adapter's input (`bernoulli_`, or
   16 random bits per element), about half of the adapters' cost. Here only the dropped elements are drawn: the gaps
@@ -13,8 +13,8 @@ layer's whole forward and backward:
   dropped independently with probability exactly `rate`. The backward pass zeroes the same positions of the input
   gradient in place instead of multiplying the whole gradient by a mask.
 - Dropout's 1 / (1 - rate) and the adapter's scaling join into one factor, applied to the rank-wide products, and
-  the adapter's product is added to the base's output inside the matmul (`addmm_`); the input gradient of the base
-  and of the adapter come out of one `addmm`. No pass over a full-width tensor is left but the casts.
+  the adapter's product is added to the base's output inside the matmul (`addmm_`); the base's input gradient is
+  added onto the adapter's inside the matmul too. No pass over a full-width tensor is left but the casts.
 - q, k and v (and gate and up) read the same hidden states: they share one cast of them and one set of dropped
   positions, as PEFT's single adapter on a fused projection (GPT-2's c_attn, Phi-3's qkv_proj) shares one mask,
   and from the second forward pass on they are one Function: their A matrices stacked, so that the adapters'
@@ -24,7 +24,7 @@ layer's whole forward and backward:
   its cast is kept until the weight changes (its version counter), the values autocast would produce.
 
 Rounding differs slightly under bf16 (the adapter's product is rounded once; the shared input's gradients are summed
-in bf16) and dropout draws other positions than PEFT's: over 8 steps on the seed data the loss stayed within 1% of
+in bf16) and dropout draws other positions than PEFT's: over 12 steps on the seed data the loss stayed within 1% of
 PEFT's own forward (bench/, `lora_loss_rel_diff_vs_peft` in the full run). Anything unusual (DoRA and other variants,
 several or mixed adapters, merged weights, disabled adapters, a trained base weight or bias, adapter biases,
 quantized base layers, tensors off the CPU) takes PEFT's own forward.
