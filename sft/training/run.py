@@ -73,7 +73,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
 
     from sft.models.chat_template import stop_at_trained_eos
     from sft.paths import check_writable
-    from sft.training.allocator import keep_freed_memory
+    from sft.training.allocator import cap_onednn_cache, keep_freed_memory
     from sft.training.checkpoints import SaveFingerprint, check_same_run, fingerprint, resume_checkpoint
     from sft.training.outputs import (
         clear_leftover_staging,
@@ -90,6 +90,7 @@ def train(recipe: Recipe) -> dict[str, Any]:
     main_process = training_args.process_index == 0
     configure_logging(main_process)
     keep_freed_memory()
+    cap_onednn_cache()
     stage = make_stage(recipe)
 
     stage.check()
