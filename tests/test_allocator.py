@@ -40,7 +40,8 @@ def test_a_c_library_without_mallopt_is_tolerated(monkeypatch) -> None:
 
 
 def test_onednn_cache_is_capped_unless_the_user_chose(monkeypatch) -> None:
-    monkeypatch.delenv(ONEDNN_CACHE, raising=False)
+    monkeypatch.setenv(ONEDNN_CACHE, "")  # so that the value set below is undone with it
+    monkeypatch.delenv(ONEDNN_CACHE)
     assert cap_onednn_cache() == str(ONEDNN_CACHE_ENTRIES) == os.environ[ONEDNN_CACHE]
     monkeypatch.setenv(ONEDNN_CACHE, "2048")
     assert cap_onednn_cache() == "2048"
