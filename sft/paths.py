@@ -131,8 +131,10 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 INCOMPLETE_MARKER = ".sft-incomplete"
 STAGING_PREFIX = ".sft-staging-"
 LOCK_FILE = ".sft-lock"
+# `check_writable`'s test file, there for an instant: another process of the same run (every rank checks) can see it.
+PROBE_PREFIX = ".sft-probe-"
 # Left by sft itself, never the user's: they do not make a directory "not empty".
-OWN_BOOKKEEPING = (INCOMPLETE_MARKER, f"{STAGING_PREFIX}*", LOCK_FILE)
+OWN_BOOKKEEPING = (INCOMPLETE_MARKER, f"{STAGING_PREFIX}*", LOCK_FILE, f"{PROBE_PREFIX}*")
 DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up"}
 ACCESS_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only"}
 
@@ -265,7 +267,7 @@ def check_writable(directory: str | os.PathLike, needed_bytes: int = 0) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SFTError(f"cannot write to {existing}: permission denied; choose a writable directory")
     with os_errors(existing):
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".sft-probe-")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=PROBE_PREFIX)
         os.close(fd)
         os.unlink(probe)
     free = shutil.disk_usage(existing).free

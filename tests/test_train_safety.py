@@ -6,12 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from sft.cli import main as sft_main
+from sft.paths import PROBE_PREFIX
+from sft.training.outputs import prepare_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "recipes" / "tiny.yaml")
@@ -106,6 +109,16 @@ def test_a_second_run_into_a_directory_in_use_is_refused(tmp_path) -> None:
     finally:
         first.kill()
         first.wait()
+
+
+def test_another_processs_writability_probe_is_not_another_run(tmp_path) -> None:
+    """Every process of a multi-process run checks the output directory; one's probe file, there for an instant,
+    must not make the directory look taken to another (a two-process run failed this way)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    fd, _ = tempfile.mkstemp(dir=out, prefix=PROBE_PREFIX)
+    os.close(fd)
+    prepare_output_dir(out, trains_adapter=False, overwrite=False, resume=None)
 
 
 def test_a_stale_lock_is_taken_over(tmp_path, capsys) -> None:
