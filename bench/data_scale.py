@@ -47,25 +47,15 @@ def machine() -> dict[str, Any]:
 
 
 def machine_info() -> dict[str, Any]:
+    """bench.machine's class (CPU, bf16 native or not, measured matmul peaks) with the versions and the load."""
     import platform
 
     import torch
 
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
-    cpu = torch.cpu
+    from bench.machine import machine_class
+
     return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "avx512_bf16": bool(cpu._is_avx512_bf16_supported()),
-        "amx": bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()),
+        **machine_class(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_average_start": round(os.getloadavg()[0], 2),
@@ -73,9 +63,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def machine_line(info: dict[str, Any]) -> str:
-    bf16 = "AVX512-BF16" if info["avx512_bf16"] else "no AVX512-BF16"
-    amx = ", AMX" if info["amx"] else ""
-    return f"{info['cpu_model']}, {info['cores_usable']} cores, {bf16}{amx}, torch {info['torch']}"
+    return f"{info['line']}; torch {info['torch']}"
 
 
 def measured(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -6,7 +6,10 @@ slower than fp32) and sft trains in fp32. This module is the one place that deci
 
 `SFT_BENCH_ASSUME_NO_BF16=1` makes a bf16-capable machine report itself as the AVX2-only class, so that sft's
 paths run as they would there (fp32) and the bounding of slow paths can be tried; the result files say that it
-was forced, and the measured peaks stay the real ones.
+was forced, and the measured peaks stay the real ones. Capping oneDNN's instruction set goes further and makes
+such a machine compute as the AVX2-only class does: with `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`
+bf16 products are really emulated (the measured bf16 peak falls to a few GFLOP/s, so TRL's bf16 defaults crawl and
+are bounded), sft trains in fp32 on its own, and the class line says the cap.
 """
 
 import os
@@ -54,13 +57,13 @@ def forced_no_bf16() -> bool:
 
 def bf16_native() -> bool:
     """Whether bf16 matmuls run on bf16 units (AVX512-BF16 or AMX): the flags, or torch's own checks."""
-    if forced_no_bf16():
+    from sft.models.load import cpu_runs_bf16, onednn_caps_bf16
+
+    if forced_no_bf16() or onednn_caps_bf16():
         return False
     flags = cpu_flags()
     if flags & {"avx512_bf16", "amx_bf16"}:
         return True
-    from sft.models.load import cpu_runs_bf16
-
     return cpu_runs_bf16()
 
 
@@ -93,6 +96,8 @@ def machine_class(peaks: dict[str, float] | None = None) -> dict[str, Any]:
     """The machine's class: `line` is what tables print. `peaks` (GFLOP/s by dtype) are measured when not given."""
     import torch
 
+    from sft.models.load import onednn_caps_bf16, onednn_isa_cap
+
     flags = cpu_flags()
     native = bf16_native()
     if peaks is None:
@@ -103,6 +108,8 @@ def machine_class(peaks: dict[str, float] | None = None) -> dict[str, Any]:
     kind = "bf16 native" if native else "bf16 emulated (no bf16 units)"
     if forced_no_bf16():
         kind = f"treated as bf16 emulated ({FORCE_NO_BF16}=1)"
+    elif onednn_caps_bf16():
+        kind = f"bf16 emulated (oneDNN capped to {onednn_isa_cap()})"
     line = (
         f"{cores()}-core {model}, {isa}: {kind}; fp32 matmul peak {peaks['float32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bfloat16']:.0f} GFLOP/s"
@@ -114,6 +121,7 @@ def machine_class(peaks: dict[str, float] | None = None) -> dict[str, Any]:
         "isa": isa,
         "bf16_native": native,
         "bf16_forced_off": forced_no_bf16(),
+        "onednn_isa_cap": onednn_isa_cap(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "avx512_bf16": "avx512_bf16" in flags,
         "amx_bf16": "amx_bf16" in flags,

@@ -99,6 +99,17 @@ def test_machine_class_names_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ("bf16 native" in plain["line"]) == plain["bf16_native"]
 
 
+def test_machine_class_follows_a_onednn_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    peaks = {"float32": 150.0, "bfloat16": 2.0}
+    monkeypatch.delenv(FORCE_NO_BF16, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    capped = machine_class(peaks)
+    assert capped["bf16_native"] is False and capped["onednn_isa_cap"] == "AVX2"
+    assert "bf16 emulated (oneDNN capped to AVX2)" in capped["line"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # its bf16 kernels stay allowed
+    assert machine_class(peaks)["line"].count("capped") == 0
+
+
 def test_peak_measurement_keeps_to_its_budget() -> None:
     start = time.perf_counter()
     assert matmul_peak_gflops("float32", budget_s=0.5) > 0

@@ -83,6 +83,23 @@ def test_bf16_autocast_only_where_the_cpu_runs_it(monkeypatch, native: bool) -> 
     assert forced.bf16 is False
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU rule applies without a GPU")
+@pytest.mark.parametrize(
+    ("variable", "isa", "allowed"),
+    [("ONEDNN_MAX_CPU_ISA", "AVX2", False), ("DNNL_MAX_CPU_ISA", "avx512_core", False),
+     ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", True), ("ONEDNN_MAX_CPU_ISA", "ALL", True)],
+)  # fmt: skip
+def test_bf16_off_where_onednn_is_capped_below_it(monkeypatch, variable: str, isa: str, allowed: bool) -> None:
+    from sft.models import load
+
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, isa)
+    monkeypatch.setattr("torch.cpu._is_avx512_bf16_supported", lambda: True)  # a CPU with bf16 units
+    assert load.cpu_runs_bf16() is allowed  # capped below AVX512_CORE_BF16, oneDNN emulates bf16
+    assert parse_recipe([TINY]).training.bf16 is allowed
+
+
 def test_cpu_defaults_are_fast() -> None:
     args = parse_recipe([TINY]).training
     assert args.activation_checkpointing is False and args.gradient_checkpointing is False

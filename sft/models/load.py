@@ -243,12 +243,39 @@ def load_tokenizer(name: str, padding_side: str = "right") -> Any:
     return tokenizer
 
 
+# oneDNN's instruction-set levels below AVX512_CORE_BF16, the first whose kernels multiply bf16 on bf16 units.
+# `ONEDNN_MAX_CPU_ISA` (`DNNL_MAX_CPU_ISA` before oneDNN 2) caps the kernels oneDNN may use; capped to one of these,
+# it emulates bf16 even on a CPU that has the units (2 GFLOP/s against 410 on an AVX512-BF16 EPYC under
+# ONEDNN_MAX_CPU_ISA=AVX2, fp32 unchanged), as on an AVX2-only CPU.
+ONEDNN_ISAS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction-set cap oneDNN was given through the environment, upper-cased, or None."""
+    import os
+
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # oneDNN reads them in this order
+        value = os.environ.get(name, "").strip().upper()
+        if value:
+            return value
+    return None
+
+
+def onednn_caps_bf16() -> bool:
+    """Whether the environment caps oneDNN below its bf16 kernels, so that bf16 is emulated whatever the CPU."""
+    return onednn_isa_cap() in ONEDNN_ISAS_WITHOUT_BF16
+
+
 def cpu_runs_bf16() -> bool:
-    """Whether this CPU has bf16 matmul instructions (AVX512-BF16 or AMX). With them, bf16 autocast
-    trained 1.3x (SmolLM2-135M) to 1.8x (GPT-2 medium) faster than fp32 here (bench/); without them
-    bf16 is emulated and slower than fp32."""
+    """Whether this CPU has bf16 matmul instructions (AVX512-BF16 or AMX) and oneDNN may use them. With them,
+    bf16 autocast trained 1.3x (SmolLM2-135M) to 1.8x (GPT-2 medium) faster than fp32 here (bench/); without
+    them bf16 is emulated and slower than fp32."""
     import torch
 
+    if onednn_caps_bf16():
+        return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence looked up with care
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
