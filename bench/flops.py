@@ -1,27 +1,7 @@
-"""Model FLOPs and this machine's matmul peak, for model FLOPs utilisation (MFU)."""
+"""Model FLOPs, for model FLOPs utilisation (MFU) against the matmul peak that bench.machine measures."""
 
-import time
 from collections.abc import Sequence
 from typing import Any
-
-# bf16 at 2048: here it runs faster than at 4096, and a CPU that emulates bf16 gets through it in seconds.
-PEAK_SIZES = {"float32": 4096, "bfloat16": 2048}
-PEAK_REPEATS = 5
-
-
-def matmul_peak_gflops(dtype: str = "float32", size: int | None = None, repeats: int = PEAK_REPEATS) -> float:
-    """Best `torch.matmul` rate on two large square matrices, with torch's default thread count."""
-    import torch
-
-    size = size or PEAK_SIZES[dtype]
-    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
-    torch.matmul(a, b)  # first call allocates and warms the BLAS thread pool
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def matmul_params(model: Any) -> int:

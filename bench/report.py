@@ -77,11 +77,14 @@ def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str
 def run_description(raw: dict[str, Any]) -> str:
     """ "3 of 3 steps", or for a path its time budget stopped, "bounded: N of M steps in S s"."""
     done, planned = len(raw["step_s"]), raw.get("planned_steps") or len(raw["step_s"])
+    same = f" ({raw['same_run_as']}'s run)" if raw.get("same_run_as") else ""
+    if done == 1 and planned > 1:
+        same += "; its rate includes the warm-up"  # the only step there is to time
     if not raw.get("bounded"):
-        return f"{done} of {planned} steps"
+        return f"{done} of {planned} steps{same}"
     seconds = raw.get("interrupted_at_s") or (raw["ends"][-1] if raw["ends"] else 0.0)
     unfinished = f" (step {done + 1} unfinished)" if raw.get("interrupted_at_s") else ""
-    return f"bounded: {done} of {planned} steps in {seconds:.0f} s{unfinished}"
+    return f"bounded: {done} of {planned} steps in {seconds:.0f} s{unfinished}{same}"
 
 
 def add_training_ratios(paths: dict[str, dict[str, Any]]) -> None:

@@ -33,6 +33,17 @@ def test_no_step_starts_that_would_end_past_the_budget() -> None:
     assert run_description(result) == "bounded: 2 of 5 steps in 8 s"
 
 
+def test_the_step_after_warm_up_is_estimated_at_half_of_it() -> None:
+    log = StepLog(planned_steps=3, budget_s=10.0)
+    fake_steps(log, [6.0, 3.0, 3.0])
+    result = log.result()
+    # Step 1 (6 s, one-off costs included) lets step 2 start (6 + 3 <= 10); step 2's 3 s then stops step 3.
+    assert result["completed_steps"] == 2 and result["bounded"]
+    one = StepLog(planned_steps=3, budget_s=10.0)
+    fake_steps(one, [8.0, 3.0, 3.0])
+    assert run_description(one.result()) == "bounded: 1 of 3 steps in 8 s; its rate includes the warm-up"
+
+
 def test_a_path_within_its_budget_is_not_bounded() -> None:
     log = StepLog(planned_steps=3, budget_s=100.0)
     fake_steps(log, [1.0, 1.0, 1.0])
@@ -114,3 +125,55 @@ def test_peak_measurement_keeps_to_its_budget() -> None:
     start = time.perf_counter()
     assert matmul_peak_gflops("float32", budget_s=0.5) > 0
     assert time.perf_counter() - start < 10
+
+
+def test_peak_of_a_slow_dtype_keeps_to_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An emulated dtype (a few GFLOP/s) is measured at a size that fits the budget, not at the largest one."""
+    import torch
+
+    gflops = 2.0
+
+    def emulated(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        time.sleep(2 * a.shape[0] * a.shape[1] * b.shape[1] / gflops / 1e9)
+        return a
+
+    monkeypatch.setattr(torch, "matmul", emulated)
+    start = time.perf_counter()
+    measured = matmul_peak_gflops("bfloat16", budget_s=2.0)
+    assert time.perf_counter() - start < 3.0  # at 2048, one product alone would take 8.6 s
+    assert measured == pytest.approx(gflops, rel=0.3)
+
+
+def test_one_run_stands_for_sfts_default_where_it_is_fp32(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import bench.assets
+    import bench.child
+    import bench.run
+
+    ran: list[str] = []
+
+    def child(module: str, spec: dict, timeout_s: float) -> dict:
+        ran.append(spec["path"])
+        log = StepLog(planned_steps=spec["steps"])
+        fake_steps(log, [1.0] * spec["steps"])
+        return {**log.result(), "peak_rss_gb": 1.0}
+
+    monkeypatch.setattr(bench.child, "run_child", child)
+    monkeypatch.setattr(bench.assets, "model_dir", lambda model: model)
+    monkeypatch.setattr(bench.run, "model_shape", lambda model: {"matmul_params": 1000, "layers": 2, "width": 8})
+    names = ("sft_default", "sft_fp32", "seed_loop")
+
+    def benchmark() -> dict:
+        deadline = Deadline(None, ["train"], time.monotonic())
+        return bench.run.train_benchmark("m", 3, names, tmp_path, {"float32": 1.0, "bfloat16": 1.0}, 0, None, deadline)
+
+    monkeypatch.setenv(FORCE_NO_BF16, "1")
+    result = benchmark()
+    assert ran == ["sft_fp32", "seed_loop"]
+    assert result["raw"]["sft_default"]["same_run_as"] == "sft_fp32"
+    assert "sft_fp32's run" in result["paths"]["sft_default"]["run"]
+    assert result["paths"]["sft_default"]["tokens_per_s"] == result["paths"]["sft_fp32"]["tokens_per_s"]
+    monkeypatch.delenv(FORCE_NO_BF16)
+    monkeypatch.setattr("bench.machine.bf16_native", lambda: True)
+    ran.clear()
+    benchmark()
+    assert ran == list(names)  # bf16 native: the default is its own path
