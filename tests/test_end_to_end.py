@@ -154,6 +154,22 @@ def test_demo_holds_out_records_its_training_did_not_see(tmp_path: Path, capsys)
     assert "fine-tuned (after)" in capsys.readouterr().out
 
 
+def test_a_second_demo_into_the_same_directory_replaces_the_first(tmp_path: Path, capsys) -> None:
+    """`make demo` runs `sft demo --overwrite` into the same scratch directory every time."""
+    out = tmp_path / "demo"
+    recipe = REPO / "recipes" / "tiny.yaml"
+    argv = ["demo", "--recipe", str(recipe), "--output-dir", str(out), "--train-records", "8", "--eval-records", "2"]
+    assert sft_main([*argv, "--max-new-tokens", "2"]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert sft_main([*argv, "--max-new-tokens", "2"]) == 2  # not without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    first = (out / "model" / "trainer_state.json").stat().st_mtime_ns
+    assert sft_main([*argv, "--max-new-tokens", "2", "--overwrite"]) == 0
+    assert (out / "model" / "trainer_state.json").stat().st_mtime_ns != first
+    assert (out / "notes.txt").read_text() == "mine"
+    assert "fine-tuned (after)" in capsys.readouterr().out
+
+
 def test_a_second_reproduce_into_the_same_directory_needs_overwrite(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data.json"
     numbered_records(data)

@@ -23,7 +23,9 @@ def run_demo(
     from sft.training.run import train
 
     model_dir = output_dir / "model"
-    recipe = parse_recipe([recipe_path, "--output_dir", str(model_dir), "--max_train_records", str(train_records)])
+    argv = [recipe_path, "--output_dir", str(model_dir), "--max_train_records", str(train_records)]
+    # --overwrite covers the demo's own training run too: it replaces what that run wrote, nothing else.
+    recipe = parse_recipe([*argv, *(["--overwrite_output_dir", "true"] if overwrite else [])])
     started = time.perf_counter()
     train(recipe)
     seconds = time.perf_counter() - started
