@@ -87,11 +87,14 @@ def run_description(raw: dict[str, Any]) -> str:
     return f"bounded: {done} of {planned} steps in {seconds:.0f} s{unfinished}{same}"
 
 
-def add_training_ratios(paths: dict[str, dict[str, Any]]) -> None:
-    for figures in paths.values():
+def add_training_ratios(paths: dict[str, dict[str, Any]], raw: dict[str, dict[str, Any]]) -> None:
+    """Each path's speed over the seed loop's and TRL's defaults', over the steps both finished (`common_rate`):
+    a path whose budget left it only its warm-up step is not set against another's later, faster steps."""
+    for name, figures in paths.items():
         for base in ("seed_loop", "trl_defaults"):
-            if base in paths and figures["tokens_per_s"] and paths[base]["tokens_per_s"]:
-                figures[f"vs_{base}"] = figures["tokens_per_s"] / paths[base]["tokens_per_s"]
+            rates = common_rate([raw[name], raw[base]]) if base in raw and name in raw else None
+            if rates and rates[1]:
+                figures[f"vs_{base}"] = rates[0] / rates[1]
 
 
 def add_generation_ratios(paths: dict[str, dict[str, Any]]) -> None:

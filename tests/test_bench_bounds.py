@@ -6,7 +6,7 @@ import pytest
 
 from bench.instrument import OverBudget, StepLog
 from bench.machine import FORCE_NO_BF16, machine_class, matmul_peak_gflops
-from bench.report import common_rate, run_description, training_summary
+from bench.report import add_training_ratios, common_rate, run_description, training_summary
 from bench.run import STAGE_SHARES, Deadline
 
 
@@ -77,6 +77,19 @@ def test_ratios_use_the_steps_every_path_finished() -> None:
     # Step 2 alone (step 1 is warm-up): 40 tokens in 1 s against 40 in 2 s.
     assert common_rate([lora, full]) == [40.0, 20.0]
     assert common_rate([lora, {"step_s": [], "batch_lengths": []}]) is None
+
+
+def test_speed_ratios_use_the_steps_both_paths_finished() -> None:
+    """sft finished three steps, the seed loop only its warm-up: the ratio is over step 1 for both."""
+    raw = {
+        "sft_default": {"step_s": [12.0, 4.0, 4.0], "batch_lengths": [[480], [400], [400]]},
+        "seed_loop": {"step_s": [24.0], "batch_lengths": [[480]]},
+    }
+    paths = {"sft_default": {"tokens_per_s": 100.0}, "seed_loop": {"tokens_per_s": 20.0}}
+    add_training_ratios(paths, raw)
+    assert paths["sft_default"]["vs_seed_loop"] == pytest.approx(2.0)  # 40 against 20 tokens/s, not 100 against 20
+    assert paths["seed_loop"]["vs_seed_loop"] == pytest.approx(1.0)
+    assert "vs_trl_defaults" not in paths["sft_default"]
 
 
 def test_losses_are_compared_at_a_step_both_paths_finished() -> None:
