@@ -159,7 +159,8 @@ class TrainingConfig(SFTConfig):
         default=None,
         metadata={
             "help": "bf16 mixed precision (weights and optimizer stay fp32); unset means on where the "
-            "hardware runs bf16 natively: a GPU with bf16, or a CPU with AVX512-BF16 or AMX."
+            "hardware runs bf16 natively: a GPU with bf16, or a CPU with AVX512-BF16 or AMX (unless "
+            "ONEDNN_MAX_CPU_ISA caps oneDNN below them)."
         },
     )
     logging_steps: float = field(default=5, metadata={"help": "Log every N optimizer steps."})
