@@ -56,7 +56,8 @@ def forced_no_bf16() -> bool:
 
 
 def bf16_native() -> bool:
-    """Whether bf16 matmuls run on bf16 units (AVX512-BF16 or AMX): the flags, or torch's own checks."""
+    """Whether bf16 matmuls run on bf16 units (AVX512-BF16 or AMX): the flags, or torch's own checks, unless the
+    class is forced off or oneDNN is capped below its bf16 kernels."""
     from sft.models.load import cpu_runs_bf16, onednn_caps_bf16
 
     if forced_no_bf16() or onednn_caps_bf16():
