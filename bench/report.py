@@ -95,6 +95,10 @@ def add_training_ratios(paths: dict[str, dict[str, Any]], raw: dict[str, dict[st
             rates = common_rate([raw[name], raw[base]]) if base in raw and name in raw else None
             if rates and rates[1]:
                 figures[f"vs_{base}"] = rates[0] / rates[1]
+                # Which steps the ratio covers, where that is not what the path's own rate covers.
+                steps = common_steps([raw[name], raw[base]])
+                if steps is not None and steps != common_steps([raw[name]]):
+                    figures[f"vs_{base}_over"] = steps_label(steps)
 
 
 def add_generation_ratios(paths: dict[str, dict[str, Any]]) -> None:
@@ -149,6 +153,11 @@ def summary(
     # The seed way's cost per token grows with the sequence, so its ratio depends on the length run.
     if train:
         result["train_timed_steps"] = train["steps"] - 1
+        for path, prefix in SUMMARY_PREFIXES.items():
+            for base in ("seed_loop", "trl_defaults"):
+                over = train["paths"].get(path, {}).get(f"vs_{base}_over")
+                if over:  # a bounded path: the ratio covers fewer steps than train_timed_steps
+                    result[f"{prefix}train_vs_{base}_over"] = over
     if generate:
         result["generate_max_new_tokens"] = generate["max_new_tokens"]
     result["targets"] = {}
@@ -188,13 +197,25 @@ def training_summary(paths: dict[str, dict[str, Any]], fast: str) -> dict[str, f
     return values
 
 
-def common_rate(raws: list[dict[str, Any]]) -> list[float] | None:
-    """Real tokens/s of each path over the steps all of them finished, the first (warm-up) left out where there
-    are two or more: a bounded path then is compared over the same batches as the others."""
+def common_steps(raws: list[dict[str, Any]]) -> slice | None:
+    """The steps all of the paths finished, the first (warm-up) left out where there are two or more."""
     done = min(len(raw["step_s"]) for raw in raws)
     if done == 0:
         return None
-    timed = slice(1, done) if done > 1 else slice(0, 1)
+    return slice(1, done) if done > 1 else slice(0, 1)
+
+
+def steps_label(steps: slice) -> str:
+    first, last = steps.start + 1, steps.stop
+    return f"step {first}" if first == last else f"steps {first}-{last}"
+
+
+def common_rate(raws: list[dict[str, Any]]) -> list[float] | None:
+    """Real tokens/s of each path over the steps all of them finished (`common_steps`): a bounded path then is
+    compared over the same batches as the others."""
+    timed = common_steps(raws)
+    if timed is None:
+        return None
     return [sum(map(sum, raw["batch_lengths"][timed])) / sum(raw["step_s"][timed]) for raw in raws]
 
 
@@ -238,6 +259,12 @@ def figure(value: float | None, form: str, scale: float = 1.0, suffix: str = "")
     return "-" if value is None else f"{value * scale:{form}}{suffix}"
 
 
+def ratio_over(figures: dict[str, Any], key: str) -> str:
+    """A ratio, with the steps it covers where that differs from the row's own rate."""
+    over = figures.get(f"{key}_over")
+    return ratio(figures.get(key)) + (f" ({over})" if over else "")
+
+
 def training_table(model: str, result: dict[str, Any]) -> str:
     rows = []
     for name, f in result["paths"].items():
@@ -247,8 +274,8 @@ def training_table(model: str, result: dict[str, Any]) -> str:
                 f.get("run", ""),
                 figure(f["tokens_per_s"], ".1f"),
                 figure(f["s_per_step"], ".2f"),
-                ratio(f.get("vs_seed_loop")),
-                ratio(f.get("vs_trl_defaults")),
+                ratio_over(f, "vs_seed_loop"),
+                ratio_over(f, "vs_trl_defaults"),
                 figure(f["mfu"], ".1f", 100, "%"),
                 figure(f["peak_rss_gb"] or None, ".2f"),  # 0: the process was stopped before it reported
                 figure(f["final_loss"], ".4f"),
@@ -353,6 +380,8 @@ def summary_table(values: dict[str, Any]) -> str:
     for key, target in values["targets"].items():
         percent = unprefixed(key) in {"train_mfu", "train_loss_rel_diff", "lora_loss_rel_diff_vs_peft"}
         shown = f"{100 * values[key]:.1f}%" if percent else f"{values[key]:.2f}"
+        if f"{key}_over" in values:
+            shown += f" ({values[f'{key}_over']})"
         goal = f"{100 * target['target']:.0f}%" if percent else f"{target['target']}x"
         sign = ">=" if target["kind"] == "min" else "<="
         rows.append([key, shown, f"{sign} {goal}", "yes" if target["met"] else "NO"])

@@ -24,17 +24,18 @@ RESULTS = REPO / "bench" / "results"
 # The seed's way re-runs the whole sequence for every token (about a token a second here): it generates
 # a few tokens for real and its full-length time comes from timed steps.
 #
-# Bounds: `budget_s` is the seconds of training steps a path may spend (no step starts that would end past it;
-# the last step's time is the estimate) and a step still running at twice the budget is interrupted, so that a
-# path far slower than the others (bf16 autocast where the CPU emulates bf16: half an hour for TRL's defaults on
-# an AVX2-only machine) is timed over what fits and reported as "bounded: N of M steps in S s". `total_s` caps
-# the whole quick run: each child process is given at most what is left of it, less a share for those after it.
+# Bounds: `budget_s` is the seconds of training steps a path may spend at most (None: what the time cap gives it).
+# No step starts that would end past its budget (bench.instrument estimates the next step), and a step still
+# running when the child's time is spent is interrupted, so that a path far slower than the others (bf16 autocast
+# where the CPU emulates bf16: half an hour for TRL's defaults on an AVX2-only machine) is timed over what fits and
+# reported as "bounded: N of M steps in S s". `total_s` caps the whole quick run: each child process is given at
+# most what is left of it, less a share for those after it.
 TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "train": {"gpt2-medium": 3},
         "train_paths": TRAIN_PATHS,
-        "budget_s": 25.0,
+        "budget_s": None,  # the last stage: each path takes its share of what the others left
         "lora": {"model": "smollm2-135m-instruct", "steps": 4, "budget_s": 15.0, "paths": ("sft_default", "sft_lora")},
         "generate": {
             "max_new_tokens": 16,
@@ -118,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         choices=["train", "lora", "generate", "static_vs_continuous"],
-        help="run one benchmark: train (GPT-2-medium paths, then lora), lora (LoRA against full fine-tuning), "
+        help="run one benchmark: train (lora, then the GPT-2-medium paths), lora (LoRA against full fine-tuning), "
         "generate (GPT-2-medium paths, then static_vs_continuous), static_vs_continuous",
     )
     parser.add_argument(

@@ -88,7 +88,8 @@ def test_speed_ratios_use_the_steps_both_paths_finished() -> None:
     paths = {"sft_default": {"tokens_per_s": 100.0}, "seed_loop": {"tokens_per_s": 20.0}}
     add_training_ratios(paths, raw)
     assert paths["sft_default"]["vs_seed_loop"] == pytest.approx(2.0)  # 40 against 20 tokens/s, not 100 against 20
-    assert paths["seed_loop"]["vs_seed_loop"] == pytest.approx(1.0)
+    assert paths["sft_default"]["vs_seed_loop_over"] == "step 1"  # its own rate is over steps 2-3: the table says so
+    assert paths["seed_loop"]["vs_seed_loop"] == pytest.approx(1.0) and "vs_seed_loop_over" not in paths["seed_loop"]
     assert "vs_trl_defaults" not in paths["sft_default"]
 
 
@@ -108,6 +109,11 @@ def test_time_cap_shares_out_among_stages_and_children() -> None:
     share = STAGE_SHARES["train"] / (STAGE_SHARES["train"] + STAGE_SHARES["lora"])
     assert deadline.child_s(4) == pytest.approx(100 * share / 4, abs=0.5)
     assert Deadline(None, ["train"], start).child_s(1) > 600  # the full run has no cap
+    # The last stage gets all that is left: here LoRA's share, unused, goes to training.
+    last = Deadline(115.0, ["lora", "train"], start)
+    last.start_stage("lora")
+    last.start_stage("train")
+    assert last.child_s(2) == pytest.approx(100 / 2, abs=0.5)
 
 
 def test_machine_class_names_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
