@@ -180,7 +180,6 @@ def train_benchmark(
     from bench.child import PathFailed, run_child
     from bench.machine import bf16_native
 
-    paths: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     shape = model_shape(model_dir(model))
     # Where bf16 is not native, sft's default is its fp32 path: one run stands for both rows, and its time goes to
@@ -210,8 +209,7 @@ def train_benchmark(
             if "ran past" not in str(error):
                 raise
             raw[path] = unfinished_run(steps, limit)
-        paths[path] = report.training_figures(raw[path], shape, peaks)
-        f = paths[path]
+        f = report.training_figures(raw[path], shape, peaks)  # for the log line; the table's come below
         if f["tokens_per_s"] is None:
             say(f"  {f['run']}")
         else:
