@@ -101,6 +101,8 @@ def instrument_trainers(log: StepLog) -> StepLog:
     from transformers import Trainer, TrainerCallback
     from transformers import trainer as trainer_module
 
+    from bench.flops import matmul_params_by_training
+
     class Clock(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
             log.settings = {
@@ -110,6 +112,7 @@ def instrument_trainers(log: StepLog) -> StepLog:
                 "optimizer": args.optim,
                 "dtype": str(next(model.parameters()).dtype) if model is not None else None,
                 "checkpointing_active": bool(getattr(model, "is_gradient_checkpointing", False)),
+                "matmul_params": None if model is None else matmul_params_by_training(model),
             }
             log.begin()
 

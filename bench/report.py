@@ -54,7 +54,8 @@ def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str
     seconds = sum(raw["step_s"][timed])
     lengths = raw["batch_lengths"][timed]
     tokens = sum(sum(batch) for batch in lengths)
-    flops = sum(training_flops(shape, batch) for batch in lengths)
+    params = raw.get("settings", {}).get("matmul_params")  # trained and frozen, as the path ran
+    flops = sum(training_flops(shape, batch, params) for batch in lengths)
     return {
         "run": run,
         "bounded": bool(raw.get("bounded")),

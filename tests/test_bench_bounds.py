@@ -196,3 +196,25 @@ def test_one_run_stands_for_sfts_default_where_it_is_fp32(monkeypatch: pytest.Mo
     ran.clear()
     benchmark()
     assert ran == list(names)  # bf16 native: the default is its own path
+
+
+def test_a_frozen_base_costs_four_flops_per_weight_and_token() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from bench.flops import matmul_params, matmul_params_by_training, shape_of, training_flops
+    from sft.models.tiny import build_model
+
+    model = build_model("llama", vocab_size=100)
+    shape = shape_of(model)
+    full = matmul_params_by_training(model)
+    assert full == {"trained": matmul_params(model), "frozen": 0}
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
+    split = matmul_params_by_training(lora)
+    # The base (tied head included) is frozen; the adapters, rank 2 on every linear layer, are what trains.
+    assert split["frozen"] == full["trained"]
+    adapters = sum(p.numel() for name, p in lora.named_parameters() if "lora_" in name)
+    assert split["trained"] == adapters > 0
+    lengths = [5, 7]
+    attention = 6 * shape["layers"] * shape["width"] * (25 + 49)
+    assert training_flops(shape, lengths) == 6 * full["trained"] * 12 + attention
+    assert training_flops(shape, lengths, split) == (4 * full["trained"] + 6 * adapters) * 12 + attention
