@@ -147,13 +147,12 @@ def summary(
             )
     if lora:
         result["lora_model"] = lora["model"]
-        result["lora_paths"] = {
-            name: f["run"] + ("" if f["tokens_per_s"] is None else f", {f['tokens_per_s']:.1f} real tokens/s")
-            for name, f in lora["paths"].items()
-        }
+        result["lora_paths"] = path_runs(lora["paths"])
     # The seed way's cost per token grows with the sequence, so its ratio depends on the length run.
     if train:
         result["train_timed_steps"] = train["steps"] - 1
+        # How far each path got: a bounded path's rate (and its MFU) may cover fewer steps, or only the warm-up.
+        result["train_paths"] = path_runs(train["paths"])
         for path, prefix in SUMMARY_PREFIXES.items():
             for base in ("seed_loop", "trl_defaults"):
                 over = train["paths"].get(path, {}).get(f"vs_{base}_over")
@@ -167,6 +166,14 @@ def summary(
         if goal:
             result["targets"][key] = {"target": goal[0], "kind": goal[1], "met": met(value, *goal)}
     return result
+
+
+def path_runs(paths: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each path's run as the table says it ("4 of 4 steps", "bounded: ..."), with its rate where it has one."""
+    return {
+        name: f["run"] + ("" if f["tokens_per_s"] is None else f", {f['tokens_per_s']:.1f} real tokens/s")
+        for name, f in paths.items()
+    }
 
 
 # Unprefixed keys: the fp32 workload the benchmark specifies; `default_`: sft's default precision here.

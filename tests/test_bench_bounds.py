@@ -6,7 +6,14 @@ import pytest
 
 from bench.instrument import OverBudget, StepLog
 from bench.machine import FORCE_NO_BF16, machine_class, matmul_peak_gflops
-from bench.report import add_training_ratios, common_rate, run_description, training_summary
+from bench.report import (
+    add_training_ratios,
+    common_rate,
+    run_description,
+    summary,
+    training_figures,
+    training_summary,
+)
 from bench.run import STAGE_SHARES, Deadline
 
 
@@ -99,6 +106,24 @@ def test_losses_are_compared_at_a_step_both_paths_finished() -> None:
     seed = {"tokens_per_s": 50.0, "losses": [10.9752]}
     values = training_summary({"sft_default": sft, "seed_loop": seed}, "sft_default")
     assert values["train_loss_rel_diff"] == pytest.approx(0.0004 / 10.9752)
+
+
+def test_the_summary_says_how_far_each_training_path_got() -> None:
+    """A path bounded after its warm-up step gives train_mfu from that step alone: summary.json says so."""
+    shape = {"matmul_params": 1000, "layers": 2, "width": 8}
+    peaks = {"float32": 100.0, "bfloat16": 200.0}
+
+    def raw(step_s: list[float], planned: int) -> dict[str, object]:
+        log = StepLog(planned_steps=planned, budget_s=20.0)
+        fake_steps(log, step_s)
+        return {**log.result(), "peak_rss_gb": 1.0}
+
+    raws = {"sft_fp32": raw([18.0, 9.0, 9.0], 3), "sft_default": raw([6.0, 3.0, 3.0], 3)}
+    paths = {name: training_figures(r, shape, peaks) for name, r in raws.items()}
+    result = summary({"steps": 3, "paths": paths}, None)
+    assert result["train_paths"]["sft_fp32"].startswith("bounded: 1 of 3 steps in 18 s; its rate includes the warm-up")
+    assert result["train_paths"]["sft_default"].startswith("3 of 3 steps, ")
+    assert result["train_mfu"] == pytest.approx(paths["sft_fp32"]["mfu"], abs=1e-4)
 
 
 def test_time_cap_shares_out_among_stages_and_children() -> None:
