@@ -148,7 +148,6 @@ def summary(
     if lora:
         result["lora_model"] = lora["model"]
         result["lora_paths"] = path_runs(lora["paths"])
-    # The seed way's cost per token grows with the sequence, so its ratio depends on the length run.
     if train:
         result["train_timed_steps"] = train["steps"] - 1
         # How far each path got: a bounded path's rate (and its MFU) may cover fewer steps, or only the warm-up.
@@ -158,6 +157,7 @@ def summary(
                 over = train["paths"].get(path, {}).get(f"vs_{base}_over")
                 if over:  # a bounded path: the ratio covers fewer steps than train_timed_steps
                     result[f"{prefix}train_vs_{base}_over"] = over
+    # The seed way's cost per token grows with the sequence, so its ratio depends on the length run.
     if generate:
         result["generate_max_new_tokens"] = generate["max_new_tokens"]
     result["targets"] = {}
