@@ -21,9 +21,9 @@ layer's whole forward and backward (or a group's, below):
   first product, its weight gradient and its input gradient are one matmul each instead of three, and the input
   gradients of all of them are summed inside the matmuls instead of by autograd.
 - Under CPU bf16 autocast every frozen base weight (and the frozen LM head) was cast to bf16 again at every forward:
-  its cast is kept until the weight changes (its version counter), the values autocast would produce. Where oneDNN
-  runs bf16, the weight is kept packed in oneDNN's own layout instead (`packed_weights`), so that its matmuls do not
-  repack it at every call.
+  its cast is kept until the weight changes (its version counter), the values autocast would produce.
+- oneDNN repacked every frozen weight (bf16 or fp32) into its own blocked layout at every matmul: within a memory
+  budget, each is kept packed instead (`packed_weights`).
 
 Rounding differs slightly under bf16 (the adapter's product is rounded once; the shared input's gradients are summed
 in bf16) and dropout draws other positions than PEFT's: over 12 steps on the seed data the loss stayed within 1% of
@@ -33,6 +33,7 @@ quantized base layers, tensors off the CPU) takes PEFT's own forward.
 """
 
 import math
+import os
 import types
 import weakref
 from typing import Any, NamedTuple
@@ -380,18 +381,26 @@ def frozen_weights(base: Any, dtype: Any) -> tuple[Any, Any]:
 
 
 def frozen_linear(base: Any, x: Any) -> Any:
-    """`base(x)`, with a frozen weight's bf16 cast (or its packed form, `packed_weights`) kept between steps under
-    CPU bf16 autocast."""
+    """`base(x)` for a frozen CPU weight, packed once (`packed_weights`) or, under bf16 autocast, cast once: kept
+    between steps either way."""
     import torch
     import torch.nn.functional as F
 
     weight, bias = base.weight, base.bias
-    if weight.requires_grad or (bias is not None and bias.requires_grad) or not autocast_bf16(weight):
+    if weight.requires_grad or (bias is not None and bias.requires_grad) or weight.device.type != "cpu":
         return base(x)
-    pack = packed_weights(base, torch.bfloat16)
+    if autocast_bf16(weight):
+        dtype = torch.bfloat16
+    elif not torch.is_autocast_enabled("cpu") and weight.dtype == x.dtype == torch.float32:
+        dtype = torch.float32
+    else:
+        return base(x)
+    pack = packed_weights(base, dtype)
     if pack is not None:
         with torch.autocast("cpu", enabled=False):
-            return _PackedLinear.get().apply(x.to(torch.bfloat16), pack)
+            return _PackedLinear.get().apply(x.to(dtype), pack)
+    if dtype != torch.bfloat16:
+        return base(x)
     cast, bias = frozen_weights(base, torch.bfloat16)
     # Already bf16, so autocast passes them through unchanged: the product autocast would have computed.
     return F.linear(x.to(torch.bfloat16), cast, bias)
@@ -413,12 +422,12 @@ class _PackedLinear:
             class Function(torch.autograd.Function):
                 @staticmethod
                 def forward(ctx: Any, x: Any, pack: Packed) -> Any:
-                    ctx.pack = pack
+                    ctx.pack, ctx.dtype = pack, x.dtype
                     return packed_linear(x, pack.forward, pack.bias, "none", [], "")
 
                 @staticmethod
                 def backward(ctx: Any, grad: Any) -> Any:
-                    return packed_linear(grad.to(torch.bfloat16), ctx.pack.backward, None, "none", [], ""), None
+                    return packed_linear(grad.to(ctx.dtype), ctx.pack.backward, None, "none", [], ""), None
 
             cls.function = Function
         return cls.function
@@ -433,45 +442,61 @@ class Packed(NamedTuple):
 
 
 def packed_weights(base: Any, dtype: Any) -> Packed | None:
-    """A frozen bf16 linear weight packed once for oneDNN's matmul kernels, kept until the weight changes; None
-    where oneDNN does not run bf16 here.
+    """A frozen linear weight, in `dtype` (bf16 or fp32), packed once for oneDNN's matmul kernels and kept until
+    the weight changes; None where oneDNN cannot run `dtype` here, or the packed copies would pass their budget.
 
     Given a plain weight, oneDNN repacks it into its blocked layout at every call; a frozen weight can be packed
     once. PyTorch's CPU compiler does this for the constant weights of a frozen graph (`mkldnn._reorder_linear_weight`
     and `_linear_pointwise`, used here as it uses them); eager PyTorch offers nothing else for it. One copy for
-    `x W^T` and one for `g W`: twice the memory of a bf16 cast of the base, for LoRA's steps about 2-5% less time
-    (README.md, LoRA). On the machine measured the products were bit-identical to `torch.mm`'s.
+    `x W^T` and one for `g W`. In bf16 they replace the bf16 cast and the products were bit-identical to
+    `torch.mm`'s on the machine measured; in fp32 they are oneDNN's products instead of MKL's (the same to float
+    rounding) and come on top of the fp32 weight. For the time and memory measured, see README.md (LoRA).
     """
     import torch
 
-    if not (PACKING and dtype == torch.bfloat16 and bf16_matmuls_packable()):
+    if not (PACKING and packable(dtype)):
         return None
     weight, bias = base.weight, base.bias
-    cached = _PACKS.setdefault(base, {})
-    key = (weight.data_ptr(), weight._version, None if bias is None else bias._version)
-    if cached.get("key") != key:
-        cast = weight.detach().to(dtype).contiguous()
-        cached["key"], cached["packed"] = (
-            key,
-            Packed(
-                torch.ops.mkldnn._reorder_linear_weight(cast, None),
-                torch.ops.mkldnn._reorder_linear_weight(cast.t().contiguous(), None),
-                None if bias is None else bias.detach().to(dtype),
-            ),
-        )
-    return cached["packed"]
+    cached = _PACKS.get(base, {})
+    key = (weight.data_ptr(), weight._version, None if bias is None else bias._version, dtype)
+    if cached.get("key") == key:
+        return cached["packed"]
+    size = 2 * weight.numel() * torch.empty((), dtype=dtype).element_size()
+    held = sum(entry["bytes"] for layer, entry in _PACKS.items() if layer is not base)
+    if held + size > packing_budget():
+        _PACKS[base] = {"key": key, "packed": None, "bytes": 0}  # not asked again until the weight changes
+        return None
+    cast = weight.detach().to(dtype).contiguous()
+    packed = Packed(
+        torch.ops.mkldnn._reorder_linear_weight(cast, None),
+        torch.ops.mkldnn._reorder_linear_weight(cast.t().contiguous(), None),
+        None if bias is None else bias.detach().to(dtype),
+    )
+    _PACKS[base] = {"key": key, "packed": packed, "bytes": size}
+    return packed
 
 
 # Off: the plain casts and matmuls (bench/ compares the two in one process).
 PACKING = True
 
 
-def bf16_matmuls_packable() -> bool:
-    """oneDNN is built in, switched on, and runs bf16 matmuls on this CPU."""
+def packable(dtype: Any) -> bool:
+    """oneDNN is built in, switched on, and runs `dtype` matmuls (bf16 or fp32) on this CPU."""
     import torch
 
     mkldnn = torch.backends.mkldnn
-    return bool(mkldnn.is_available() and mkldnn.enabled and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not (mkldnn.is_available() and mkldnn.enabled):
+        return False
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dtype == torch.float32
+
+
+def packing_budget() -> int:
+    """Bytes that packed copies may take in all: an eighth of the machine's memory (3 GB on 24 GiB), so that a
+    large frozen base trains with its plain weights rather than running out of memory; the layers packed first keep
+    their packs."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
 
 
 # Per-layer casts and packed weights, dropped with their layer; not module buffers, so state dicts and saves never

@@ -67,7 +67,7 @@ def add_lean_head(model: Any) -> None:
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         targets = labels[:, 1:]
         keep = targets != -100
-        # A frozen head (LoRA) keeps its bf16 cast between steps under autocast instead of casting 28M weights per step.
+        # A frozen head (LoRA, prompt tuning) is packed or cast once, not at every step (28M weights on SmolLM2).
         logits = frozen_linear(self.get_output_embeddings(), hidden[keep])
         return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), keep.sum()
 
