@@ -34,6 +34,7 @@ quantized base layers, tensors off the CPU) takes PEFT's own forward.
 
 import math
 import os
+import platform
 import types
 import weakref
 from typing import Any, NamedTuple
@@ -481,11 +482,12 @@ PACKING = True
 
 
 def packable(dtype: Any) -> bool:
-    """oneDNN is built in, switched on, and runs `dtype` matmuls (bf16 or fp32) on this CPU."""
+    """oneDNN is built in, switched on, and runs `dtype` matmuls (bf16 or fp32) on this x86 CPU (ARM builds run
+    oneDNN through other kernels, for which packing was never measured)."""
     import torch
 
     mkldnn = torch.backends.mkldnn
-    if not (mkldnn.is_available() and mkldnn.enabled):
+    if platform.machine().lower() not in ("x86_64", "amd64") or not (mkldnn.is_available() and mkldnn.enabled):
         return False
     if dtype == torch.bfloat16:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
