@@ -173,12 +173,14 @@ def test_generation_eval_leaves_training_unchanged(tmp_path: Path, easy_data: st
     "extra",
     [
         ["--method", "lora"],
+        # A Llama's linear layers take sft's own LoRA forward (sft.training.fast_lora), generation included.
+        ["--method", "lora", "--model_name_or_path", "sft-tiny-llama"],
         # 8 new tokens: prompt tuning generation itself (PEFT 0.21 with Transformers 5.24, `sft eval` too)
         # fails with an IndexError once a response passes about 22 new tokens on the tiny GPT-2.
         ["--method", "prompt_tuning", "--generation_eval_max_new_tokens", "8"],
         ["--model_name_or_path", "sft-tiny-llama", "--activation_checkpointing", "true"],
     ],
-    ids=["lora", "prompt_tuning", "llama-checkpointing"],
+    ids=["lora", "llama-lora", "prompt_tuning", "llama-checkpointing"],
 )
 def test_adapters_and_checkpointing(tmp_path: Path, easy_data: str, extra: list[str]) -> None:
     """Adapters generate through the PEFT model; activation checkpointing (use_cache off for training)

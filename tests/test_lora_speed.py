@@ -306,3 +306,20 @@ def test_frozen_head_follows_weight_changes(packing: Any, packed: bool, bf16: bo
             torch.testing.assert_close(fast_grad, plain_grad, **tolerance)
             with torch.no_grad():
                 layer.weight.mul_(2)  # an in-place change, as merging an adapter makes
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_inference_mode_forward_then_training(bf16: bool) -> None:
+    """Under `torch.inference_mode` (generation, also between training steps) tensors carry no version counter:
+    the fast forward still gives PEFT's outputs, and training afterwards its loss and gradients."""
+    ids = torch.randint(0, 64, (2, 12))
+    plain, fast = lora_model(), lora_model()
+    speed_up_lora(fast)
+    for model in (plain, fast):
+        model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        expected, got = plain(input_ids=ids).logits, fast(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=2e-2 if bf16 else 1e-5, atol=2e-2 if bf16 else 1e-5)
+    plain.train()
+    fast.train()
+    assert_same_step(plain, fast, ids, bf16)

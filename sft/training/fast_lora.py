@@ -84,16 +84,20 @@ def fast_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
     plan = layer_plan(self, x, args, kwargs)
     if plan is None:
         return self._sft_peft_forward(x, *args, **kwargs)
-    _SIBLINGS.observe(self, x)
-    stashed = _SIBLINGS.take(self, x, plan.key)
-    if stashed is not None:
-        return stashed
+    # A shared input is recognised by its version counter, which tensors made under `torch.inference_mode`
+    # (generation, also in the middle of training) do not have: each layer is then computed by itself.
+    shared = not x.is_inference()
     group = [plan]
-    for follower in _SIBLINGS.followers(self):
-        follower_plan = layer_plan(follower, x, (), {})
-        if follower_plan is not None and follower_plan.key == plan.key:
-            group.append(follower_plan)
-    cast, dropped, positions = adapter_inputs(x, plan.dtype, plan.rate)
+    if shared:
+        _SIBLINGS.observe(self, x)
+        stashed = _SIBLINGS.take(self, x, plan.key)
+        if stashed is not None:
+            return stashed
+        for follower in _SIBLINGS.followers(self):
+            follower_plan = layer_plan(follower, x, (), {})
+            if follower_plan is not None and follower_plan.key == plan.key:
+                group.append(follower_plan)
+    cast, dropped, positions = adapter_inputs(x, plan.dtype, plan.rate, remember=shared)
     weights: list[Any] = []
     packs: list[Any] = []
     for member in group:
@@ -109,7 +113,8 @@ def fast_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
         outs = _LoraLinears.get().apply(cast, dropped, positions, tuple(m.scale for m in group), tuple(packs), *weights)
     # PEFT returns the base's output dtype (bf16 under autocast).
     outs = [out if plan.bf16 or out.dtype == x.dtype else out.to(x.dtype) for out in outs]
-    _SIBLINGS.stash(x, plan.key, [m.layer for m in group[1:]], outs[1:])
+    if shared:
+        _SIBLINGS.stash(x, plan.key, [m.layer for m in group[1:]], outs[1:])
     return outs[0]
 
 
@@ -301,7 +306,7 @@ class _LoraLinears:
 _LAST_INPUT: dict[str, Any] = {}
 
 
-def adapter_inputs(x: Any, dtype: Any, rate: float) -> tuple[Any, Any, Any]:
+def adapter_inputs(x: Any, dtype: Any, rate: float, remember: bool = True) -> tuple[Any, Any, Any]:
     """`x` cast for the layers (once for the base and the adapter: under autocast both would cast it to bf16); the
     adapter's input, that cast with dropout's zeros (without its 1 / (1 - rate)) and no gradient of its own; and the
     flat positions of those zeros (None without dropout).
@@ -309,11 +314,11 @@ def adapter_inputs(x: Any, dtype: Any, rate: float) -> tuple[Any, Any, Any]:
     Layers that read the same tensor in a row (q, k, v; gate, up) share all three, so they share one mask, as PEFT's
     single adapter on a fused projection does; an adapter still drops each element of its input with probability
     `rate`. The input is recognised by identity and version, so a new forward pass or a changed tensor never reuses
-    an old mask.
+    an old mask. With `remember` false (an input without a version counter) nothing is shared or kept.
     """
     last = _LAST_INPUT
     ref = last.get("ref")
-    if ref is not None and ref() is x and last["key"] == (x._version, dtype, rate):
+    if remember and ref is not None and ref() is x and last["key"] == (x._version, dtype, rate):
         return last["cast"], last["dropped"], last["positions"]
     cast = x.to(dtype)
     positions = None
@@ -324,6 +329,8 @@ def adapter_inputs(x: Any, dtype: Any, rate: float) -> tuple[Any, Any, Any]:
         dropped.view(-1).index_fill_(0, positions, 0)
     # The input itself is held weakly; its cast and dropped copy strongly (the base layer keeps no reference to a
     # frozen layer's input), so until the next forward one activation stays referenced here.
+    if not remember:
+        return cast, dropped, positions
     last.update(ref=weakref.ref(x), key=(x._version, dtype, rate), cast=cast, dropped=dropped, positions=positions)
     return cast, dropped, positions
 
