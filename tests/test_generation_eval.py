@@ -179,8 +179,9 @@ def test_generation_eval_leaves_training_unchanged(tmp_path: Path, easy_data: st
         # fails with an IndexError once a response passes about 22 new tokens on the tiny GPT-2.
         ["--method", "prompt_tuning", "--generation_eval_max_new_tokens", "8"],
         ["--model_name_or_path", "sft-tiny-llama", "--activation_checkpointing", "true"],
+        ["--model_name_or_path", "sft-tiny-llama", "--activation_checkpointing", "true", "--method", "lora"],
     ],
-    ids=["lora", "llama-lora", "prompt_tuning", "llama-checkpointing"],
+    ids=["lora", "llama-lora", "prompt_tuning", "llama-checkpointing", "llama-lora-checkpointing"],
 )
 def test_adapters_and_checkpointing(tmp_path: Path, easy_data: str, extra: list[str]) -> None:
     """Adapters generate through the PEFT model; activation checkpointing (use_cache off for training)

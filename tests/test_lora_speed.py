@@ -323,3 +323,29 @@ def test_inference_mode_forward_then_training(bf16: bool) -> None:
     plain.train()
     fast.train()
     assert_same_step(plain, fast, ids, bf16)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_activation_checkpointing(bf16: bool) -> None:
+    """With activation checkpointing the layers are recomputed in the backward pass: PEFT's loss and gradients
+    (no dropout), and with dropout the same masks in the recomputation as in the first pass."""
+    ids = torch.randint(0, 64, (2, 12))
+
+    def run(dropout: float, fast: bool, checkpointing: bool) -> tuple[float, dict[str, Any]]:
+        model = lora_model(dropout=dropout)
+        if fast:
+            speed_up_lora(model)
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        torch.manual_seed(5)
+        return loss_and_grads(model, ids, bf16)
+
+    tolerance = 5e-2 if bf16 else 1e-5
+    for reference, checked in (
+        (run(0.0, fast=False, checkpointing=True), run(0.0, fast=True, checkpointing=True)),
+        (run(0.1, fast=True, checkpointing=False), run(0.1, fast=True, checkpointing=True)),
+    ):
+        assert checked[0] == pytest.approx(reference[0], rel=1e-4 if bf16 else 1e-6)
+        for name, grad in reference[1].items():
+            assert (checked[1][name] - grad).norm() <= tolerance * grad.norm(), name

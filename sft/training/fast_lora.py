@@ -87,8 +87,9 @@ def fast_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
     # A shared input is recognised by its version counter, which tensors made under `torch.inference_mode`
     # (generation, also in the middle of training) do not have: each layer is then computed by itself.
     shared = not x.is_inference()
+    grouping = shared and not saved_tensor_hooks_active()
     group = [plan]
-    if shared:
+    if grouping:
         _SIBLINGS.observe(self, x)
         stashed = _SIBLINGS.take(self, x, plan.key)
         if stashed is not None:
@@ -113,9 +114,20 @@ def fast_forward(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
         outs = _LoraLinears.get().apply(cast, dropped, positions, tuple(m.scale for m in group), tuple(packs), *weights)
     # PEFT returns the base's output dtype (bf16 under autocast).
     outs = [out if plan.bf16 or out.dtype == x.dtype else out.to(x.dtype) for out in outs]
-    if shared:
+    if grouping:
         _SIBLINGS.stash(x, plan.key, [m.layer for m in group[1:]], outs[1:])
     return outs[0]
+
+
+def saved_tensor_hooks_active() -> bool:
+    """Whether saved-tensor hooks are on, as activation checkpointing puts them around a layer's forward and its
+    recomputation in the backward pass. Grouping siblings depends on what earlier passes learned, so the recomputed
+    graph could differ from the first (the first forward pass of a run groups nothing yet); checkpointing requires
+    the same. PyTorch has no public query for it; without the private one, assume they are."""
+    import torch
+
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return True if top is None else top(False) is not None
 
 
 class LayerPlan(NamedTuple):
