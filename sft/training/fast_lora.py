@@ -516,8 +516,11 @@ def packable(dtype: Any) -> bool:
 def packing_budget() -> int:
     """Bytes that packed copies may take in all: an eighth of the machine's memory (3 GB on 24 GiB), so that a
     large frozen base trains with its plain weights rather than running out of memory; the layers packed first keep
-    their packs."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
+    their packs. Where the memory cannot be read (no `os.sysconf`, as on Windows), nothing is packed."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 # Per-layer casts and packed weights, dropped with their layer; not module buffers, so state dicts and saves never
