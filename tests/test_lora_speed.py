@@ -144,20 +144,6 @@ def test_unusual_adapters_take_peft_forward() -> None:
             torch.testing.assert_close(fast(input_ids=ids).logits, plain(input_ids=ids).logits, rtol=0, atol=0)
 
 
-def test_frozen_cast_follows_weight_changes() -> None:
-    layer = torch.nn.Linear(8, 4)
-    layer.weight.requires_grad_(False)
-    x = torch.randn(3, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        first = frozen_linear(layer, x)
-        assert torch.equal(first, layer(x))  # what autocast computes
-        with torch.no_grad():
-            layer.weight.mul_(2)  # an in-place change, as merging an adapter makes
-        assert torch.equal(frozen_linear(layer, x), layer(x))
-    # Outside autocast, or for a trained weight, it is the layer itself.
-    assert torch.equal(frozen_linear(layer, x), layer(x))
-
-
 def test_only_trained_adapter_weights_get_gradients() -> None:
     """With the A matrices frozen, B's gradients are PEFT's and A gets none."""
     ids = torch.randint(0, 64, (2, 12))
@@ -289,7 +275,7 @@ def test_packing_stops_at_its_budget(packing: Any, monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("bf16", [False, True])
 def test_frozen_head_follows_weight_changes(packing: Any, packed: bool, bf16: bool) -> None:
     """The frozen head (LoRA's tied LM head) with its cast or packed weight: the layer's own product and input
-    gradient, recomputed after an in-place change."""
+    gradient, recomputed after an in-place change; a trained one is left to the layer."""
     packing(packed)
     layer = torch.nn.Linear(8, 4)
     layer.weight.requires_grad_(False)
@@ -306,6 +292,9 @@ def test_frozen_head_follows_weight_changes(packing: Any, packed: bool, bf16: bo
             torch.testing.assert_close(fast_grad, plain_grad, **tolerance)
             with torch.no_grad():
                 layer.weight.mul_(2)  # an in-place change, as merging an adapter makes
+        # A trained weight or bias: the layer itself.
+        layer.bias.requires_grad_(True)
+        assert torch.equal(frozen_linear(layer, x), layer(x))
 
 
 @pytest.mark.parametrize("bf16", [False, True])
