@@ -31,12 +31,14 @@ GENERATE_LABELS = {
 }
 
 
-def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str, float]) -> dict[str, Any]:
-    """Throughput over the steps after the first (which pays one-off allocation and warm-up costs).
-    MFU is against the fp32 peak, or the bf16 peak for a path that ran under bf16 autocast."""
+def training_figures(
+    raw: dict[str, Any], shape: dict[str, int], peaks: dict[str, float], warmup: int = 1
+) -> dict[str, Any]:
+    """Throughput over the steps after the first `warmup` (`timed_steps`). MFU is against the fp32 peak, or the
+    bf16 peak for a path that ran under bf16 autocast."""
     precision = "bfloat16" if raw.get("settings", {}).get("bf16_autocast") else "float32"
     peak_gflops = peaks[precision]
-    run = run_description(raw)
+    run = run_description(raw, warmup)
     if not raw["step_s"]:  # the hard limit stopped the first step: there is no rate to give, only the bound
         return {
             "timed_steps": 0,
@@ -50,7 +52,7 @@ def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str
             "s_per_step": None,
             "cores_used": None,
         }
-    timed = slice(1, None) if len(raw["step_s"]) > 1 else slice(None)
+    timed = timed_steps(len(raw["step_s"]), warmup)
     seconds = sum(raw["step_s"][timed])
     lengths = raw["batch_lengths"][timed]
     tokens = sum(sum(batch) for batch in lengths)
@@ -75,12 +77,12 @@ def training_figures(raw: dict[str, Any], shape: dict[str, int], peaks: dict[str
     }
 
 
-def run_description(raw: dict[str, Any]) -> str:
+def run_description(raw: dict[str, Any], warmup: int = 1) -> str:
     """ "3 of 3 steps", or for a path its time budget stopped, "bounded: N of M steps in S s"."""
     done, planned = len(raw["step_s"]), raw.get("planned_steps") or len(raw["step_s"])
     same = f" ({raw['same_run_as']}'s run)" if raw.get("same_run_as") else ""
-    if done == 1 and planned > 1:
-        same += "; its rate includes the warm-up"  # the only step there is to time
+    if 0 < done <= warmup and planned > 1:
+        same += "; its rate includes the warm-up"  # no step after the warm-up to time
     if not raw.get("bounded"):
         return f"{done} of {planned} steps{same}"
     seconds = raw.get("interrupted_at_s") or (raw["ends"][-1] if raw["ends"] else 0.0)
@@ -88,17 +90,17 @@ def run_description(raw: dict[str, Any]) -> str:
     return f"bounded: {done} of {planned} steps in {seconds:.0f} s{unfinished}{same}"
 
 
-def add_training_ratios(paths: dict[str, dict[str, Any]], raw: dict[str, dict[str, Any]]) -> None:
+def add_training_ratios(paths: dict[str, dict[str, Any]], raw: dict[str, dict[str, Any]], warmup: int = 1) -> None:
     """Each path's speed over the seed loop's and TRL's defaults', over the steps both finished (`common_rate`):
     a path whose budget left it only its warm-up step is not set against another's later, faster steps."""
     for name, figures in paths.items():
         for base in ("seed_loop", "trl_defaults"):
-            rates = common_rate([raw[name], raw[base]]) if base in raw and name in raw else None
+            rates = common_rate([raw[name], raw[base]], warmup) if base in raw and name in raw else None
             if rates and rates[1]:
                 figures[f"vs_{base}"] = rates[0] / rates[1]
                 # Which steps the ratio covers, where that is not what the path's own rate covers.
-                steps = common_steps([raw[name], raw[base]])
-                if steps is not None and steps != common_steps([raw[name]]):
+                steps = common_steps([raw[name], raw[base]], warmup)
+                if steps is not None and steps != common_steps([raw[name]], warmup):
                     figures[f"vs_{base}_over"] = steps_label(steps)
 
 
@@ -147,9 +149,10 @@ def summary(
             )
     if lora:
         result["lora_model"] = lora["model"]
+        result["lora_timed_steps"] = lora["steps"] - lora["warmup_steps"]
         result["lora_paths"] = path_runs(lora["paths"])
     if train:
-        result["train_timed_steps"] = train["steps"] - 1
+        result["train_timed_steps"] = train["steps"] - train["warmup_steps"]
         # How far each path got: a bounded path's rate (and its MFU) may cover fewer steps, or only the warm-up.
         result["train_paths"] = path_runs(train["paths"])
         for path, prefix in SUMMARY_PREFIXES.items():
@@ -205,12 +208,18 @@ def training_summary(paths: dict[str, dict[str, Any]], fast: str) -> dict[str, f
     return values
 
 
-def common_steps(raws: list[dict[str, Any]]) -> slice | None:
-    """The steps all of the paths finished, the first (warm-up) left out where there are two or more."""
+def timed_steps(done: int, warmup: int = 1) -> slice:
+    """Of `done` finished steps, those a rate covers: the ones after the first `warmup`, which pay one-off costs
+    (allocations, the optimizer state's first touch); a run stopped sooner keeps its last step at least."""
+    return slice(min(warmup, max(done - 1, 0)), done)
+
+
+def common_steps(raws: list[dict[str, Any]], warmup: int = 1) -> slice | None:
+    """The steps all of the paths finished, the warm-up left out (`timed_steps`)."""
     done = min(len(raw["step_s"]) for raw in raws)
     if done == 0:
         return None
-    return slice(1, done) if done > 1 else slice(0, 1)
+    return timed_steps(done, warmup)
 
 
 def steps_label(steps: slice) -> str:
@@ -218,28 +227,28 @@ def steps_label(steps: slice) -> str:
     return f"step {first}" if first == last else f"steps {first}-{last}"
 
 
-def common_rate(raws: list[dict[str, Any]]) -> list[float] | None:
+def common_rate(raws: list[dict[str, Any]], warmup: int = 1) -> list[float] | None:
     """Real tokens/s of each path over the steps all of them finished (`common_steps`): a bounded path then is
     compared over the same batches as the others."""
-    timed = common_steps(raws)
+    timed = common_steps(raws, warmup)
     if timed is None:
         return None
     return [sum(map(sum, raw["batch_lengths"][timed])) / sum(raw["step_s"][timed]) for raw in raws]
 
 
 def lora_summary(result: dict[str, Any]) -> dict[str, float]:
-    """LoRA (sft's path) over full fine-tuning in real tokens/s, over the steps both finished; against PEFT's own
-    layer forward where that ran, its speed and how far the loss trajectories part (the largest relative difference
-    over the steps both finished)."""
+    """LoRA (sft's path) over full fine-tuning in real tokens/s, over the steps both finished after the warm-up;
+    against PEFT's own layer forward where that ran, its speed and how far the loss trajectories part (the largest
+    relative difference over the steps both finished)."""
     values: dict[str, float] = {}
-    raw = result["raw"]
+    raw, warmup = result["raw"], result["warmup_steps"]
     if "sft_lora" in raw and "sft_default" in raw:
-        rates = common_rate([raw["sft_lora"], raw["sft_default"]])
+        rates = common_rate([raw["sft_lora"], raw["sft_default"]], warmup)
         if rates:
             values["lora_vs_full"] = rates[0] / rates[1]
             values["lora_tokens_per_s"], values["full_tokens_per_s"] = rates
     if "sft_lora" in raw and "sft_lora_peft" in raw:
-        rates = common_rate([raw["sft_lora"], raw["sft_lora_peft"]])
+        rates = common_rate([raw["sft_lora"], raw["sft_lora_peft"]], warmup)
         if rates:
             values["lora_vs_peft_plain"] = rates[0] / rates[1]
         pairs = list(zip(raw["sft_lora"]["losses"], raw["sft_lora_peft"]["losses"]))

@@ -86,6 +86,39 @@ def test_ratios_use_the_steps_every_path_finished() -> None:
     assert common_rate([lora, {"step_s": [], "batch_lengths": []}]) is None
 
 
+def test_lora_against_full_leaves_out_full_fine_tunings_slow_early_steps() -> None:
+    """Full fine-tuning's steps 2 and 3 still pay first-touch costs; LoRA's comparison times steps 4 on."""
+    lengths = [[100], [40], [40], [40], [50], [50], [50]]
+
+    def raw(step_s: list[float]) -> dict[str, object]:
+        return {"step_s": step_s, "step_cpu_s": step_s, "batch_lengths": lengths, "losses": [1.0] * 7,
+                "planned_steps": 7, "peak_rss_gb": 1.0}  # fmt: skip
+
+    full, lora = raw([9.0, 4.0, 3.0, 2.0, 2.5, 2.5, 2.5]), raw([3.0, 1.0, 1.0, 1.0, 1.25, 1.25, 1.25])
+    # Steps 4-7: 190 tokens in 9.5 s against 4.75 s; from step 2 it would have read 2.44x.
+    assert common_rate([lora, full], 3) == [pytest.approx(40.0), pytest.approx(20.0)]
+    assert common_rate([lora, full])[0] / common_rate([lora, full])[1] == pytest.approx(16.5 / 6.75)
+    peaks = {"float32": 100.0, "bfloat16": 200.0}
+    shape = {"matmul_params": 1000, "layers": 2, "width": 8}
+    paths = {name: training_figures(r, shape, peaks, 3) for name, r in (("sft_default", full), ("sft_lora", lora))}
+    assert paths["sft_default"]["timed_steps"] == 4 and paths["sft_default"]["tokens_per_s"] == pytest.approx(20.0)
+    lora_result = {"model": "m", "steps": 7, "warmup_steps": 3, "paths": paths, "raw": {"sft_default": full,
+                   "sft_lora": lora}}  # fmt: skip
+    result = summary(None, None, lora_result)
+    assert result["lora_vs_full"] == pytest.approx(2.0) and result["lora_timed_steps"] == 4
+    assert result["lora_paths"]["sft_default"] == "7 of 7 steps, 20.0 real tokens/s"
+
+
+def test_a_run_stopped_within_the_warm_up_is_timed_on_its_last_step_and_says_so() -> None:
+    bounded = {"step_s": [9.0, 4.0], "batch_lengths": [[100], [40]], "planned_steps": 7, "bounded": True,
+               "ends": [9.0, 13.0]}  # fmt: skip
+    other = {"step_s": [3.0, 1.0, 1.0, 1.0], "batch_lengths": [[100], [40], [40], [40]]}
+    assert common_rate([other, bounded], 3) == [40.0, 10.0]  # step 2, the last both finished
+    assert run_description(bounded, 3) == "bounded: 2 of 7 steps in 13 s; its rate includes the warm-up"
+    assert run_description(bounded) == "bounded: 2 of 7 steps in 13 s"
+    assert run_description({**other, "planned_steps": 7}, 3) == "4 of 7 steps"
+
+
 def test_speed_ratios_use_the_steps_both_paths_finished() -> None:
     """sft finished three steps, the seed loop only its warm-up: the ratio is over step 1 for both."""
     raw = {
@@ -120,7 +153,7 @@ def test_the_summary_says_how_far_each_training_path_got() -> None:
 
     raws = {"sft_fp32": raw([18.0, 9.0, 9.0], 3), "sft_default": raw([6.0, 3.0, 3.0], 3)}
     paths = {name: training_figures(r, shape, peaks) for name, r in raws.items()}
-    result = summary({"steps": 3, "paths": paths}, None)
+    result = summary({"steps": 3, "warmup_steps": 1, "paths": paths}, None)
     assert result["train_paths"]["sft_fp32"].startswith("bounded: 1 of 3 steps in 18 s; its rate includes the warm-up")
     assert result["train_paths"]["sft_default"].startswith("3 of 3 steps, ")
     assert result["train_mfu"] == pytest.approx(paths["sft_fp32"]["mfu"], abs=1e-4)
