@@ -33,9 +33,8 @@ RESULTS = REPO / "bench" / "results"
 # most what is left of it, less a share for those after it.
 TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 # LoRA against full fine-tuning leaves out three steps, not one: full fine-tuning's second and third steps still
-# touch memory for the first time (600 MB of page faults in the second step's forward and backward against LoRA's
-# 1 MB; the second step ran at 0.6x to 0.9x of the later ones' rate on a 2-core AVX512-BF16 EPYC, the third at
-# 0.8x to 1.1x), so timing them favoured LoRA (steps 2-4: 1.18x to 1.62x where steps 5-30 gave 1.03x to 1.29x).
+# touch its gradients and optimizer state for the first time and run slower than its later ones, while LoRA's
+# have almost nothing new to touch, so timing them favoured LoRA (measured: bench/README.md, LoRA section).
 LORA_WARMUP_STEPS = 3
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
