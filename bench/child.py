@@ -2,7 +2,8 @@
 
 The child is `python -m MODULE --spec JSON --out FILE`; it writes its result as JSON to FILE. The parent
 waits with `os.wait4`, whose resource usage covers that child alone (`RUSAGE_CHILDREN` would give the
-largest of all children so far).
+largest of all children so far). Two children can also run side by side, taking turns step by step
+(`run_children_in_turns`): a ratio of two paths is then free of the machine's drift between two runs.
 """
 
 import json
@@ -24,28 +25,74 @@ class PathFailed(RuntimeError):
 def run_child(module: str, spec: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
     """The child's JSON result plus `peak_rss_gb` (its ru_maxrss) and `wall_s` (process start to exit)."""
     with tempfile.TemporaryDirectory(prefix="sft-bench-") as tmp:
-        out = Path(tmp) / "result.json"
-        log = Path(tmp) / "log.txt"
-        command = [sys.executable, "-m", module, "--spec", json.dumps(spec), "--out", str(out)]
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
-        start = time.perf_counter()
-        with open(log, "w") as handle:
-            process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        child = Child(module, spec, Path(tmp))
+        return child.finish(None if timeout_s is None else child.started + timeout_s)
+
+
+def run_children_in_turns(
+    module: str, specs: tuple[dict[str, Any], dict[str, Any]], timeout_s: float | None = None
+) -> list[dict[str, Any] | PathFailed]:
+    """Two children that run side by side and take turns, one optimizer step each (bench.instrument.Turns): only
+    one computes at any moment, so that the machine's drift over the run reaches both alike, and each step is timed
+    without the other's. The first of `specs` takes the first step. Each child's result, or its failure: one that
+    fails or runs past `timeout_s` (shared by both) leaves the other to finish alone."""
+    first_read, first_write = os.pipe()  # the first child's turns arrive here
+    second_read, second_write = os.pipe()
+    ends = ((first_read, second_write), (second_read, first_write))
+    with tempfile.TemporaryDirectory(prefix="sft-bench-") as tmp:
+        children = []
+        try:
+            for index, (spec, fds) in enumerate(zip(specs, ends)):
+                folder = Path(tmp) / str(index)
+                folder.mkdir()
+                children.append(Child(module, {**spec, "turn_fds": list(fds)}, folder, fds))
+            os.write(first_write, b"t")
+        finally:
+            # Only the children hold the pipes from here, so that one's exit reaches the other as the pipe's end.
+            for fd in (first_read, first_write, second_read, second_write):
+                os.close(fd)
+        deadline = None if timeout_s is None else time.perf_counter() + timeout_s
+        results: list[dict[str, Any] | PathFailed] = []
+        for child in children:
             try:
-                _, status, usage = wait4(process.pid, timeout_s)
-            except TimeoutError:
-                process.kill()
-                os.waitpid(process.pid, 0)
-                raise PathFailed(f"{module} {spec.get('path', '')} ran past {timeout_s:.0f} s") from None
-            process.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - start
-        if process.returncode != 0 or not out.is_file():
-            tail = log.read_text(errors="replace")[-3000:]
-            raise PathFailed(f"{module} {spec.get('path', '')} exited with {process.returncode}:\n{tail}")
-        result = json.loads(out.read_text())
-    result["peak_rss_gb"] = round(usage.ru_maxrss * 1024 / 1e9, 3)  # Linux reports kilobytes
-    result["process_wall_s"] = round(wall, 1)
-    return result
+                results.append(child.finish(deadline))
+            except PathFailed as error:
+                results.append(error)
+        return results
+
+
+class Child:
+    """A child process started in `folder`, which holds its log and its result."""
+
+    def __init__(self, module: str, spec: dict[str, Any], folder: Path, pass_fds: tuple[int, ...] = ()) -> None:
+        self.name = f"{module} {spec.get('path', '')}"
+        self.out, self.log = folder / "result.json", folder / "log.txt"
+        command = [sys.executable, "-m", module, "--spec", json.dumps(spec), "--out", str(self.out)]
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+        self.started = time.perf_counter()
+        with open(self.log, "w") as handle:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, pass_fds=pass_fds
+            )
+
+    def finish(self, deadline: float | None) -> dict[str, Any]:
+        """Wait for the child until `deadline` (on `time.perf_counter`'s clock); its result, or PathFailed."""
+        try:
+            _, status, usage = wait4(self.process.pid, None if deadline is None else deadline - time.perf_counter())
+        except TimeoutError:
+            self.process.kill()
+            os.waitpid(self.process.pid, 0)
+            limit = (deadline or 0) - self.started
+            raise PathFailed(f"{self.name} ran past {limit:.0f} s") from None
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - self.started
+        if self.process.returncode != 0 or not self.out.is_file():
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise PathFailed(f"{self.name} exited with {self.process.returncode}:\n{tail}")
+        result = json.loads(self.out.read_text())
+        result["peak_rss_gb"] = round(usage.ru_maxrss * 1024 / 1e9, 3)  # Linux reports kilobytes
+        result["process_wall_s"] = round(wall, 1)
+        return result
 
 
 def wait4(pid: int, timeout_s: float | None) -> tuple[int, int, Any]:

@@ -1,6 +1,8 @@
-"""Per-step time, loss and batch composition, recorded the same way for every training path, and the time
-budget that bounds a path which would run far longer than the others (bf16 autocast where it is emulated)."""
+"""Per-step time, loss and batch composition, recorded the same way for every training path; the time budget
+that bounds a path which would run far longer than the others (bf16 autocast where it is emulated); and the
+turns two paths can take, one step each, so that they are timed under the same conditions (bench/child.py)."""
 
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +27,9 @@ class StepLog:
     hard_s: float | None = None
     stopped_early: bool = False
     interrupted_at_s: float | None = None
+    # Taking turns with another path: the seconds each step waited for its turn are not the step's own time.
+    turns: "Turns | None" = field(default=None, repr=False)
+    waits: list[float] = field(default_factory=list)
 
     def begin(self) -> None:
         self.start = time.perf_counter()
@@ -32,6 +37,18 @@ class StepLog:
         if self.hard_s is not None:
             signal.signal(signal.SIGALRM, _over_budget)
             signal.setitimer(signal.ITIMER_REAL, self.hard_s)
+
+    def take_turn(self) -> None:
+        """Before a step: wait until the other path hands the turn over (nothing to wait for without turns)."""
+        if self.turns is None:
+            return
+        started = time.perf_counter()
+        self.turns.wait()
+        self.waits.append(time.perf_counter() - started)
+
+    def hand_over_turn(self) -> None:
+        if self.turns is not None:
+            self.turns.hand_over()
 
     def step_done(self) -> None:
         self.ends.append(time.perf_counter() - self.start)
@@ -58,16 +75,20 @@ class StepLog:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
     def result(self) -> dict[str, Any]:
+        turns, self.turns = self.turns, None  # not data, and not for asdict to copy
         data = asdict(self)
-        data.pop("start")
-        data.pop("start_cpu")
+        self.turns = turns
+        for internal in ("start", "start_cpu", "turns", "waits"):
+            data.pop(internal)
         # A step interrupted part-way was logged as started, not as done.
         steps = len(self.ends)
         data["batch_lengths"] = self.batch_lengths[:steps]
         data["losses"] = self.losses[:steps]
         data["completed_steps"] = steps
         data["bounded"] = self.stopped_early
-        data["step_s"] = [b - a for a, b in zip([0.0, *self.ends], self.ends)]
+        waits = self.waits + [0.0] * (steps - len(self.waits))
+        data["step_s"] = [b - a - w for a, b, w in zip([0.0, *self.ends], self.ends, waits)]
+        data["turns_taken"] = bool(self.waits)
         data["step_cpu_s"] = [b - a for a, b in zip([0.0, *self.cpu_ends], self.cpu_ends)]
         return data
 
@@ -91,15 +112,34 @@ def record_lengths(inputs: dict[str, Any]) -> list[int]:
     return [b - a for a, b in zip(starts, starts[1:])]
 
 
-def instrument_trainers(log: StepLog) -> StepLog:
-    """Make every Trainer built from now on in this process fill `log`, and stop where its budget says.
+class Turns:
+    """One process's side of two taking turns through two pipes: `wait` blocks until the other hands the turn over,
+    `hand_over` passes it. A process keeps the turn after its last step simply by not handing it over: the other
+    gets it when this process exits and its end of the pipe closes, and from then on trains alone rather than wait
+    for a turn that will not come. So the other's last step never overlaps this one's shut-down, and a process
+    that fails leaves the other to finish."""
 
-    The hooks sit on `transformers.Trainer` itself (its `training_step`, which subclasses such as
-    SFTTrainer call through `super()`, and its default callbacks), so they hold whichever trainer
-    class the measured code builds; nothing about training changes.
-    """
-    from transformers import Trainer, TrainerCallback
-    from transformers import trainer as trainer_module
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self.alone = False  # the other process has ended
+
+    def wait(self) -> None:
+        if not self.alone and os.read(self.read_fd, 1) == b"":
+            self.alone = True
+
+    def hand_over(self) -> None:
+        if self.alone:
+            return
+        try:
+            os.write(self.write_fd, b"t")
+        except BrokenPipeError:
+            self.alone = True
+
+
+def step_clock(log: StepLog) -> Any:
+    """The Trainer callback that fills `log`: settings at the start, the end of every optimizer step, the budget's
+    stop, and the turns where `log` takes them (the turn is kept after the last step)."""
+    from transformers import TrainerCallback
 
     from bench.flops import matmul_params_by_training
 
@@ -116,10 +156,28 @@ def instrument_trainers(log: StepLog) -> StepLog:
             }
             log.begin()
 
+        def on_step_begin(self, args, state, control, **kwargs):
+            log.take_turn()
+
         def on_step_end(self, args, state, control, **kwargs):
             log.step_done()
             if log.should_stop():
                 control.should_training_stop = True
+            elif state.global_step < state.max_steps:
+                log.hand_over_turn()
+
+    return Clock()
+
+
+def instrument_trainers(log: StepLog) -> StepLog:
+    """Make every Trainer built from now on in this process fill `log`, and stop where its budget says.
+
+    The hooks sit on `transformers.Trainer` itself (its `training_step`, which subclasses such as
+    SFTTrainer call through `super()`, and its default callbacks), so they hold whichever trainer
+    class the measured code builds; nothing about training changes.
+    """
+    from transformers import Trainer
+    from transformers import trainer as trainer_module
 
     original = Trainer.training_step
 
@@ -131,5 +189,5 @@ def instrument_trainers(log: StepLog) -> StepLog:
         return loss
 
     Trainer.training_step = training_step
-    trainer_module.DEFAULT_CALLBACKS.append(Clock())
+    trainer_module.DEFAULT_CALLBACKS.append(step_clock(log))
     return log

@@ -36,6 +36,10 @@ TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 # touch its gradients and optimizer state for the first time and run slower than its later ones, while LoRA's
 # have almost nothing new to touch, so timing them favoured LoRA (measured: bench/README.md, LoRA section).
 LORA_WARMUP_STEPS = 3
+# Full fine-tuning and LoRA side by side, taking turns step by step (bench/child.py): timed one after the other,
+# their ratio on the 2-core EPYC ran from 1.00x to 1.53x over sixty-five pairs of runs, the machine's drift between
+# runs; taking turns, six pairs read 1.17x to 1.25x (bench/README.md, LoRA section).
+LORA_IN_TURNS = ("sft_default", "sft_lora")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
         "train": {"gpt2-medium": 3},
@@ -43,10 +47,11 @@ MODES: dict[str, dict[str, Any]] = {
         "budget_s": None,  # the last stage: each path takes its share of what the others left
         "lora": {
             "model": "smollm2-135m-instruct",
-            "steps": 7,
+            "steps": 12,
             "warmup_steps": LORA_WARMUP_STEPS,
             "budget_s": 20.0,
             "paths": ("sft_default", "sft_lora"),
+            "in_turns": LORA_IN_TURNS,
         },
         "generate": {
             "max_new_tokens": 16,
@@ -69,6 +74,7 @@ MODES: dict[str, dict[str, Any]] = {
             "warmup_steps": LORA_WARMUP_STEPS,
             "budget_s": 120.0,
             "paths": ("sft_default", "sft_lora", "sft_lora_peft"),
+            "in_turns": LORA_IN_TURNS,
         },
         "generate": {
             "max_new_tokens": 256,
@@ -188,10 +194,12 @@ def train_benchmark(
     budget_s: float | None,
     deadline: Deadline,
     warmup: int = 1,
+    in_turns: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Each path in its own process over the same batches; rates leave out the first `warmup` steps."""
+    """Each path in its own process over the same batches, the two `in_turns` side by side taking turns; rates
+    leave out the first `warmup` steps."""
     from bench.assets import model_dir
-    from bench.child import PathFailed, run_child
+    from bench.child import PathFailed, run_child, run_children_in_turns
     from bench.machine import bf16_native
 
     raw: dict[str, Any] = {}
@@ -200,38 +208,54 @@ def train_benchmark(
     # the other paths (on an AVX2-only CPU a GPT-2-medium step takes seconds, and the quick run has a cap).
     same_run = {"sft_default": "sft_fp32"} if "sft_fp32" in names and not bf16_native() else {}
     to_run = [path for path in names if path not in same_run]
-    for index, path in enumerate(to_run):
+    # The paths of `in_turns` run side by side, taking turns step by step; the others one after another.
+    paired = tuple(in_turns) if len(in_turns) == 2 and all(path in to_run for path in in_turns) else ()
+    units = ([paired] if paired else []) + [(path,) for path in to_run if path not in paired]
+    for index, unit in enumerate(units):
         settle(wait_s)
-        limit = deadline.child_s(len(to_run) - index)
-        # Start-up and loading take about CHILD_RESERVE_S of the child's time; the steps get the rest. A step still
-        # running when that is spent is interrupted; the parent stops a child not ended CHILD_GRACE_S later.
+        # A pair gets the time of two children. Start-up and loading take about CHILD_RESERVE_S of a child's time
+        # (a pair loads side by side); the steps get the rest. A step still running when that is spent is
+        # interrupted; the parent stops a child not ended CHILD_GRACE_S later.
+        limit = deadline.child_s(sum(map(len, units[index:]))) * len(unit)
         steps_s = max(limit - CHILD_RESERVE_S, 2.0)
-        budget = min(budget_s or steps_s, steps_s)
-        say(f"train {model}: {path}, {steps} steps of {BATCH_SIZE} records (budget {budget:.0f} s of steps)")
-        spec = {
-            "path": path,
-            "model": model_dir(model),
-            "data": str(data),
-            "steps": steps,
-            "batch_size": BATCH_SIZE,
-            "budget_s": budget,
-            "hard_s": max(budget, steps_s),
-        }
-        try:
-            raw[path] = run_child("bench.train_paths", spec, limit + CHILD_GRACE_S)
-        except PathFailed as error:
-            if "ran past" not in str(error):
-                raise
-            raw[path] = unfinished_run(steps, limit)
-        f = report.training_figures(raw[path], shape, peaks, warmup)  # for the log line; the table's come below
-        if f["tokens_per_s"] is None:
-            say(f"  {f['run']}")
+        # Each child's clock of a pair runs through the other's steps too, so its budget covers both.
+        budget = min((budget_s or steps_s) * len(unit), steps_s)
+        what = " and ".join(unit) + (", taking turns," if len(unit) == 2 else "")
+        say(f"train {model}: {what} {steps} steps of {BATCH_SIZE} records (budget {budget:.0f} s of steps)")
+        specs = [
+            {
+                "path": path,
+                "model": model_dir(model),
+                "data": str(data),
+                "steps": steps,
+                "batch_size": BATCH_SIZE,
+                "budget_s": budget,
+                "hard_s": max(budget, steps_s),
+            }
+            for path in unit
+        ]
+        if len(unit) == 2:
+            outcomes = run_children_in_turns("bench.train_paths", (specs[0], specs[1]), limit + CHILD_GRACE_S)
         else:
-            say(
-                f"  {f['run']}: {f['tokens_per_s']:.1f} real tokens/s, {f['s_per_step']:.2f} s/step, "
-                f"peak RSS {f['peak_rss_gb']:.2f} GB, final loss {f['final_loss']:.4f}, "
-                f"{f['cores_used']:.1f} cores used"
-            )
+            try:
+                outcomes = [run_child("bench.train_paths", specs[0], limit + CHILD_GRACE_S)]
+            except PathFailed as error:
+                outcomes = [error]
+        for path, outcome in zip(unit, outcomes):
+            if isinstance(outcome, PathFailed):
+                if "ran past" not in str(outcome):
+                    raise outcome
+                outcome = unfinished_run(steps, limit)
+            raw[path] = outcome
+            f = report.training_figures(raw[path], shape, peaks, warmup)  # for the log line; the table's come below
+            if f["tokens_per_s"] is None:
+                say(f"  {path}: {f['run']}")
+            else:
+                say(
+                    f"  {path}: {f['run']}: {f['tokens_per_s']:.1f} real tokens/s, {f['s_per_step']:.2f} s/step, "
+                    f"peak RSS {f['peak_rss_gb']:.2f} GB, final loss {f['final_loss']:.4f}, "
+                    f"{f['cores_used']:.1f} cores used"
+                )
     for path, ran in same_run.items():
         say(f"train {model}: {path} is {ran}'s run (bf16 is not native here, so sft's default is fp32)")
         raw[path] = {**raw[ran], "same_run_as": ran}
@@ -457,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                 lora["budget_s"],
                 deadline,
                 lora["warmup_steps"],
+                lora["in_turns"],
             )
         elif stage == "generate":
             generate_result = generate_benchmark(settings["generate"], args.data, args.wait_quiet, deadline)

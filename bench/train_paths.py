@@ -9,7 +9,7 @@ import os
 import tempfile
 from typing import Any
 
-from bench.instrument import OverBudget, StepLog, instrument_trainers
+from bench.instrument import OverBudget, StepLog, Turns, instrument_trainers
 from bench.workload import Example, batches, train_examples
 
 # The book's chapter 7 settings, shared by the paths whose losses are compared.
@@ -167,6 +167,8 @@ def sft_lora_peft(spec: dict[str, Any], log: StepLog) -> StepLog:
     return sft_lora(spec, log)
 
 
+# The paths whose steps a Trainer runs (bench.instrument's callbacks time them, and take turns where asked).
+TRAINER_PATHS = ("sft_lora_peft", "trl_defaults", "sft_default", "sft_fp32", "sft_lora")
 PATHS = {
     "sft_lora_peft": sft_lora_peft,
     "seed_loop": seed_loop,
@@ -181,6 +183,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     log = StepLog(planned_steps=spec["steps"], budget_s=spec.get("budget_s"), hard_s=spec.get("hard_s"))
+    if spec.get("turn_fds"):  # taking turns with another path (bench.child.run_children_in_turns)
+        if spec["path"] not in TRAINER_PATHS:
+            raise SystemExit(f"bench.train_paths: {spec['path']} has no Trainer to take turns in")
+        log.turns = Turns(*spec["turn_fds"])
     try:
         PATHS[spec["path"]](spec, log)
     except OverBudget:

@@ -256,6 +256,47 @@ def test_one_run_stands_for_sfts_default_where_it_is_fp32(monkeypatch: pytest.Mo
     assert ran == list(names)  # bf16 native: the default is its own path
 
 
+def test_the_paths_in_turns_run_as_one_pair_that_shares_its_budget(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import bench.assets
+    import bench.child
+    import bench.run
+
+    pairs: list[list[str]] = []
+    singles: list[str] = []
+    budgets: dict[str, float] = {}
+
+    def fake_run(spec: dict) -> dict:
+        budgets[spec["path"]] = spec["budget_s"]
+        log = StepLog(planned_steps=spec["steps"])
+        fake_steps(log, [1.0] * spec["steps"])
+        return {**log.result(), "peak_rss_gb": 1.0}
+
+    def pair(module: str, specs: tuple, timeout_s: float) -> list:
+        pairs.append([spec["path"] for spec in specs])
+        # The first ran past its time; the other's result stands.
+        return [bench.child.PathFailed(f"{module} {specs[0]['path']} ran past 9 s"), fake_run(specs[1])]
+
+    def child(module: str, spec: dict, timeout_s: float) -> dict:
+        singles.append(spec["path"])
+        return fake_run(spec)
+
+    monkeypatch.setattr(bench.child, "run_children_in_turns", pair)
+    monkeypatch.setattr(bench.child, "run_child", child)
+    monkeypatch.setattr(bench.assets, "model_dir", lambda model: model)
+    monkeypatch.setattr(bench.run, "model_shape", lambda model: {"matmul_params": 1000, "layers": 2, "width": 8})
+    monkeypatch.setattr("bench.machine.bf16_native", lambda: True)
+    names = ("sft_default", "sft_lora", "sft_lora_peft")
+    deadline = Deadline(None, ["lora"], time.monotonic())
+    peaks = {"float32": 1.0, "bfloat16": 1.0}
+    result = bench.run.train_benchmark("m", 3, names, tmp_path, peaks, 0, 10.0, deadline, 1, names[:2])
+    assert pairs == [["sft_default", "sft_lora"]] and singles == ["sft_lora_peft"]
+    # Each clock of the pair runs through both paths' steps, so each gets both budgets.
+    assert budgets == {"sft_lora": 20.0, "sft_lora_peft": 10.0}
+    assert result["paths"]["sft_default"]["tokens_per_s"] is None  # reported as unfinished, not dropped
+    assert result["paths"]["sft_default"]["run"].startswith("bounded: 0 of 3 steps")
+    assert result["paths"]["sft_lora"]["tokens_per_s"] == pytest.approx(10.0)
+
+
 def test_a_frozen_base_costs_four_flops_per_weight_and_token() -> None:
     from peft import LoraConfig, get_peft_model
 
