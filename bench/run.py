@@ -38,7 +38,7 @@ TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 LORA_WARMUP_STEPS = 3
 # Full fine-tuning and LoRA side by side, taking turns step by step (bench/child.py): timed one after the other,
 # their ratio on the 2-core EPYC ran from 1.00x to 1.53x over sixty-five pairs of runs, the machine's drift between
-# runs; taking turns, six pairs read 1.17x to 1.25x (bench/README.md, LoRA section).
+# runs; taking turns, six pairs read 1.15x to 1.23x (bench/README.md, LoRA section).
 LORA_IN_TURNS = ("sft_default", "sft_lora")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
