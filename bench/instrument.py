@@ -66,7 +66,10 @@ class StepLog:
         return self.stopped_early
 
     def interrupted(self) -> None:
-        """The hard limit stopped a step part-way; what finished before it stands."""
+        """The hard limit stopped a step part-way; what finished before it stands. Once every planned step has
+        finished, it can only have stopped the shut-down after them (saving, freeing), which cut nothing short."""
+        if self.planned_steps and len(self.ends) >= self.planned_steps:
+            return
         self.interrupted_at_s = time.perf_counter() - self.start
         self.stopped_early = True
 

@@ -86,7 +86,7 @@ def run_description(raw: dict[str, Any], warmup: int = 1) -> str:
     if not raw.get("bounded"):
         return f"{done} of {planned} steps{same}"
     seconds = raw.get("interrupted_at_s") or (raw["ends"][-1] if raw["ends"] else 0.0)
-    unfinished = f" (step {done + 1} unfinished)" if raw.get("interrupted_at_s") else ""
+    unfinished = f" (step {done + 1} unfinished)" if raw.get("interrupted_at_s") and done < planned else ""
     return f"bounded: {done} of {planned} steps in {seconds:.0f} s{unfinished}{same}"
 
 

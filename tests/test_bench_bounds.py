@@ -256,6 +256,15 @@ def test_one_run_stands_for_sfts_default_where_it_is_fp32(monkeypatch: pytest.Mo
     assert ran == list(names)  # bf16 native: the default is its own path
 
 
+def test_a_limit_reached_after_the_last_step_cuts_nothing_short() -> None:
+    log = StepLog(planned_steps=3, budget_s=100.0)
+    fake_steps(log, [1.0, 1.0, 1.0])
+    log.interrupted()  # the timer fired in the trainer's shut-down, after every step
+    result = log.result()
+    assert not result["bounded"] and result["interrupted_at_s"] is None
+    assert run_description(result) == "3 of 3 steps"
+
+
 def test_the_paths_in_turns_run_as_one_pair_that_shares_its_budget(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     import bench.assets
     import bench.child
