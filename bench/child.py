@@ -23,7 +23,7 @@ class PathFailed(RuntimeError):
 
 
 def run_child(module: str, spec: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
-    """The child's JSON result plus `peak_rss_gb` (its ru_maxrss) and `wall_s` (process start to exit)."""
+    """The child's JSON result plus `peak_rss_gb` (its ru_maxrss) and `process_wall_s` (process start to exit)."""
     with tempfile.TemporaryDirectory(prefix="sft-bench-") as tmp:
         child = Child(module, spec, Path(tmp))
         return child.finish(None if timeout_s is None else child.started + timeout_s)
@@ -40,13 +40,18 @@ def run_children_in_turns(
     second_read, second_write = os.pipe()
     ends = ((first_read, second_write), (second_read, first_write))
     with tempfile.TemporaryDirectory(prefix="sft-bench-") as tmp:
-        children = []
+        children: list[Child] = []
         try:
             for index, (spec, fds) in enumerate(zip(specs, ends)):
                 folder = Path(tmp) / str(index)
                 folder.mkdir()
                 children.append(Child(module, {**spec, "turn_fds": list(fds)}, folder, fds))
             os.write(first_write, b"t")
+        except BaseException:
+            for child in children:  # a child started before the failure would outlive its folder
+                child.process.kill()
+                child.process.wait()
+            raise
         finally:
             # Only the children hold the pipes from here, so that one's exit reaches the other as the pipe's end.
             for fd in (first_read, first_write, second_read, second_write):
