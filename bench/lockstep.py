@@ -4,9 +4,9 @@
 
 `bench.run` measures `lora_vs_full` with one such pair (bench/child.py, `run_children_in_turns`); this repeats it,
 alternating which path takes the first step, to show how far one pair's reading can be trusted. Timed one after
-the other, minutes apart, the same ratio on the 2-core EPYC ran from 1.00x to 1.53x over sixty-five pairs of runs;
-taking turns, consecutive steps of the two paths run a second or two apart, under the same conditions (six
-pairs of 24 steps read 1.15x to 1.23x there).
+the other, minutes apart, the same ratio on the 2-core AVX512-BF16 EPYC (bf16 native) ran from 1.00x to 1.53x
+over sixty-five pairs of runs; taking turns, consecutive steps of the two paths run a second or two apart, under
+the same conditions (six pairs of 24 steps read 1.15x to 1.23x there).
 What taking turns cannot remove is noise faster than a step: on that machine one bf16 matmul repeated for 30 s
 ranged over about 10% between its 10th and 90th percentiles, the adapters' small products over about 19%.
 """

@@ -37,7 +37,7 @@ TRAIN_PATHS = ("sft_default", "sft_fp32", "seed_loop", "trl_defaults")
 # have almost nothing new to touch, so timing them favoured LoRA (measured: bench/README.md, LoRA section).
 LORA_WARMUP_STEPS = 3
 # Full fine-tuning and LoRA side by side, taking turns step by step (bench/child.py): timed one after the other,
-# their ratio on the 2-core EPYC ran from 1.00x to 1.53x over sixty-five pairs of runs, the machine's drift between
+# their ratio on the 2-core AVX512-BF16 EPYC ran from 1.00x to 1.53x over sixty-five pairs of runs, the drift between
 # runs; taking turns, six pairs read 1.15x to 1.23x (bench/README.md, LoRA section).
 LORA_IN_TURNS = ("sft_default", "sft_lora")
 MODES: dict[str, dict[str, Any]] = {
