@@ -1,6 +1,6 @@
 """LoRA against full fine-tuning over several pairs of runs, each pair side by side taking turns step by step:
 
-    python -m bench.lockstep [--pairs 6] [--steps 24]
+    python -m bench.lockstep [--pairs 6] [--steps 24] [--lora-args "--lora_dropout 0"]
 
 `bench.run` measures `lora_vs_full` with one such pair (bench/child.py, `run_children_in_turns`); this repeats it,
 alternating which path takes the first step, to show how far one pair's reading can be trusted. Timed one after
@@ -13,6 +13,7 @@ ranged over about 10% between its 10th and 90th percentiles, the adapters' small
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -36,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=24, help="optimizer steps per path and run")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the seed's instruction file")
     parser.add_argument("--out", type=Path, default=RESULTS / "lockstep.json", help="where the result goes")
+    parser.add_argument(
+        "--lora-args",
+        default="",
+        help='recipe options for the LoRA path only, after the demo recipe\'s (e.g. "--lora_dropout 0" or '
+        '"--lora_target_modules q_proj k_proj v_proj o_proj"): what other LoRA settings cost',
+    )
     args = parser.parse_args(argv)
+    lora_args = shlex.split(args.lora_args)
     if args.steps <= LORA_WARMUP_STEPS:
         parser.error(f"--steps must exceed the {LORA_WARMUP_STEPS} warm-up steps that are not timed")
     machine = machine_class()
@@ -49,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         order = (full, lora) if index % 2 == 0 else (lora, full)
         specs = [
             {"path": path, "model": model, "data": args.data, "steps": args.steps, "batch_size": BATCH_SIZE}
+            | ({"lora_args": lora_args} if path == lora else {})
             for path in order
         ]
         results = dict(zip(order, run_children_in_turns("bench.train_paths", (specs[0], specs[1]))))
@@ -73,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine_class": machine,
         "steps": args.steps,
         "warmup_steps": LORA_WARMUP_STEPS,
+        "lora_args": lora_args,
         "lora_vs_full": spread,
         "pairs": pairs,
     }

@@ -153,9 +153,10 @@ LORA_ARGS = ["--method", "lora", "--lora_r", "16", "--lora_alpha", "32", "--lora
 
 
 def sft_lora(spec: dict[str, Any], log: StepLog) -> StepLog:
-    return sft_default(
-        {**spec, "extra_args": [*spec.get("extra_args", []), *LORA_ARGS, "--lora_target_modules", "all-linear"]}, log
-    )
+    """LoRA as the demo recipe sets it; `lora_args` in the spec, given last, change those settings (another dropout
+    rate, other target modules) where bench.lockstep is asked to measure them."""
+    lora = [*LORA_ARGS, "--lora_target_modules", "all-linear", *spec.get("lora_args", [])]
+    return sft_default({**spec, "extra_args": [*spec.get("extra_args", []), *lora]}, log)
 
 
 def sft_lora_peft(spec: dict[str, Any], log: StepLog) -> StepLog:

@@ -326,3 +326,20 @@ def test_a_frozen_base_costs_four_flops_per_weight_and_token() -> None:
     attention = 6 * shape["layers"] * shape["width"] * (25 + 49)
     assert training_flops(shape, lengths) == 6 * full["trained"] * 12 + attention
     assert training_flops(shape, lengths, split) == (4 * full["trained"] + 6 * adapters) * 12 + attention
+
+
+def test_lora_args_change_only_the_lora_paths_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bench.lockstep's --lora-args reach the LoRA path after the demo recipe's own settings, so they win.
+    import bench.train_paths as train_paths
+    from sft.training.config import parse_recipe
+
+    specs: list[dict] = []
+    monkeypatch.setattr(train_paths, "sft_default", lambda spec, log: specs.append(spec))
+    spec = {"model": "tiny", "data": "data.json", "steps": 4, "batch_size": 8}
+    train_paths.sft_lora(spec, StepLog(planned_steps=4))
+    changed = ["--lora_dropout", "0", "--lora_target_modules", "q_proj", "v_proj"]
+    train_paths.sft_lora({**spec, "lora_args": changed}, StepLog(planned_steps=4))
+    demo, other = (parse_recipe(train_paths.sft_argv(s, "out")).model for s in specs)
+    assert (demo.method, demo.lora_dropout, demo.lora_target_modules) == ("lora", 0.05, "all-linear")
+    assert (other.method, other.lora_dropout, other.lora_target_modules) == ("lora", 0.0, ["q_proj", "v_proj"])
+    assert other.lora_r == demo.lora_r == 16
