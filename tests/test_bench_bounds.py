@@ -328,7 +328,7 @@ def test_a_frozen_base_costs_four_flops_per_weight_and_token() -> None:
     assert training_flops(shape, lengths, split) == (4 * full["trained"] + 6 * adapters) * 12 + attention
 
 
-def test_lora_args_change_only_the_lora_paths_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lora_args_override_the_demo_recipes_lora_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     # bench.lockstep's --lora-args reach the LoRA path after the demo recipe's own settings, so they win.
     import bench.train_paths as train_paths
     from sft.training.config import parse_recipe
