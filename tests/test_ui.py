@@ -353,8 +353,10 @@ window.sftWatch.observe(document.querySelector("#chat-model"), {childList: true,
 """
 
 
-def ask(driver, instruction: str, by_enter: bool) -> list[int]:
-    """Send `instruction`; returns the lengths the fine-tune's answer had on the page while it streamed."""
+def ask(driver, instruction: str, by_enter: bool, answer: str) -> list[int]:
+    """Send `instruction` and wait until the fine-tune's answer on the page reads `answer`; returns the lengths it had
+    while it streamed. The status line can show both models finished a moment before the chat has drawn the last
+    update, so the finished status alone is not the end of the answer."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -369,11 +371,15 @@ def ask(driver, instruction: str, by_enter: bool) -> list[int]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         status = text_of(driver, "chat-status")
-        answered = len(bot_texts(driver, "model")) > before and len(bot_texts(driver, "base")) > before
-        if status.count("tokens in") == 2 and answered:
+        answers = bot_texts(driver, "model")
+        answered = len(answers) > before and len(bot_texts(driver, "base")) > before
+        if status.count("tokens in") == 2 and answered and answers[-1] == answer:
             return driver.execute_script("window.sftWatch.disconnect(); return window.sftLengths;")
         time.sleep(0.05)
-    raise AssertionError(f"no answer to {instruction!r}; status: {text_of(driver, 'chat-status')!r}")
+    raise AssertionError(
+        f"no answer {answer!r} to {instruction!r}; the page shows {bot_texts(driver, 'model')[before:]!r}, "
+        f"status {text_of(driver, 'chat-status')!r}"
+    )
 
 
 def press(driver, *keys: str) -> None:
@@ -417,12 +423,12 @@ def test_the_page_in_a_browser(tmp_path, responses_file, talkative_dirs, capsys)
             tokens.send_keys(Keys.CONTROL, "a")
             tokens.send_keys(TOKENS, Keys.TAB)
             wait(lambda: field_of(driver, "#chat-max input[type='range']") == TOKENS, what="the token limit")
-            lengths = ask(driver, instructions[0], by_enter=False)
+            lengths = ask(driver, instructions[0], by_enter=False, answer=expected[0])
             growing = list(dict.fromkeys(lengths))
             assert len(growing) >= 3 and growing == sorted(growing), lengths  # it grew in steps, never shrank
             assert growing[-1] == len(expected[0])
             assert f"model: {TOKENS} tokens in" in text_of(driver, "chat-status")
-            ask(driver, instructions[1], by_enter=True)
+            ask(driver, instructions[1], by_enter=True, answer=expected[1])
             assert bot_texts(driver, "model") == expected
             assert len(bot_texts(driver, "base")) == 2  # the base model answered beside it
             assert "Name the capital of France." in driver.find_element(By.ID, "chat-model").text
